@@ -1,0 +1,115 @@
+//! The apex driver: whether it is registered, its version, and its class devices
+//! `class/apex/apex_N` with their `/dev/apex_N` nodes.
+
+use crate::attr;
+use crate::inventory::{ApexDevice, Inventory, Warnings, list_dir, read_attr, read_node};
+use crate::pci::CoralFunction;
+use crate::root::{FsError, Root};
+use rustix::fs::FileType;
+
+/// `apex_N` -> N. Names libedgetpu would also pick up but that do not have this form
+/// cannot become label keys, so they are skipped with a warning.
+pub fn apex_index(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("apex_")?;
+    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // "apex_01" would give the same N as "apex_1": only the kernel's own spelling counts.
+    if digits.len() > 1 && digits.starts_with('0') {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub fn discover(
+    sys: &Root,
+    dev: &Root,
+    coral: &[CoralFunction],
+    inv: &mut Inventory,
+    w: &mut Warnings,
+) {
+    inv.driver_loaded = match sys.stat("bus/pci/drivers/apex") {
+        Ok(st) => st.file_type == FileType::Directory,
+        Err(FsError::Missing) => false,
+        Err(e) => {
+            w.push(format!("{}: {e}", sys.display("bus/pci/drivers/apex")));
+            false
+        }
+    };
+    inv.driver_version = read_attr(sys, "module/apex/version", attr::version, w);
+    inv.gasket_version = read_attr(sys, "module/gasket/version", attr::version, w);
+
+    for name in list_dir(sys, "class/apex", w) {
+        let Some(index) = apex_index(&name) else {
+            w.push(format!(
+                "{}: not of the form apex_N; skipped",
+                sys.display(format!("class/apex/{name}"))
+            ));
+            continue;
+        };
+        let base = format!("class/apex/{name}");
+        let function = linked_function(sys, &format!("{base}/device"), coral, w);
+        let device = ApexDevice {
+            index,
+            function,
+            dev: read_attr(sys, &format!("{base}/dev"), attr::dev_number, w),
+            node: read_node(dev, &name, w),
+            status: read_attr(sys, &format!("{base}/status"), attr::status, w),
+            temp: read_attr(sys, &format!("{base}/temp"), attr::millicelsius, w),
+            name,
+        };
+        inv.apex.push(device);
+    }
+    inv.apex.sort_by_key(|a| a.index);
+
+    for f in &mut inv.pcie {
+        f.apex = inv
+            .apex
+            .iter()
+            .find(|a| a.function.as_deref() == Some(&f.address))
+            .map(|a| a.name.clone());
+    }
+}
+
+/// The Coral function an `apex_N/device` link leads to, compared by identity (the
+/// link and `bus/pci/devices/<addr>` take different paths to the same directory).
+fn linked_function(
+    sys: &Root,
+    rel: &str,
+    coral: &[CoralFunction],
+    w: &mut Warnings,
+) -> Option<String> {
+    match sys.stat(rel) {
+        Ok(st) => coral
+            .iter()
+            .find(|c| c.identity == Some(st.identity))
+            .map(|c| c.address.clone()),
+        Err(FsError::Missing) => None,
+        Err(e) => {
+            w.push(format!("{}: {e}", sys.display(rel)));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apex_names() {
+        assert_eq!(apex_index("apex_0"), Some(0));
+        assert_eq!(apex_index("apex_12"), Some(12));
+        for bad in [
+            "apex",
+            "apex_",
+            "apex_01",
+            "apex_-1",
+            "apex_a",
+            "apex_1x",
+            "apex_9999999999",
+        ] {
+            assert_eq!(apex_index(bad), None, "{bad}");
+        }
+    }
+}

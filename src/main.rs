@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    coral_nfd::cli::run()
+}

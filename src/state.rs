@@ -1,0 +1,278 @@
+//! Readiness: pure functions from an [`Inventory`] to a verdict per device. The rules
+//! are the ones in the README ("What counts as a device, and when it is ready").
+
+use crate::attr::{Status, TEMP_NOT_ANSWERING};
+use crate::inventory::{ApexDevice, Attr, Inventory, Node, PcieFunction, UsbDevice};
+
+/// Why a node is not what the device needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeProblem {
+    Missing,
+    NotCharDevice,
+    /// A character device with another major:minor than the kernel says.
+    Mismatch,
+    Unreadable,
+}
+
+impl NodeProblem {
+    fn code(self) -> &'static str {
+        match self {
+            NodeProblem::Missing => "node-missing",
+            NodeProblem::NotCharDevice => "node-not-char-device",
+            NodeProblem::Mismatch => "node-mismatch",
+            NodeProblem::Unreadable => "node-unreadable",
+        }
+    }
+}
+
+/// Checks a node against the device number the kernel published.
+fn check_node(node: &Node, expected: (u32, u32)) -> Result<(), NodeProblem> {
+    match node {
+        Attr::Absent => Err(NodeProblem::Missing),
+        Attr::Bad => Err(NodeProblem::Unreadable),
+        Attr::Value(n) if !n.char_device => Err(NodeProblem::NotCharDevice),
+        Attr::Value(n) if n.rdev != expected => Err(NodeProblem::Mismatch),
+        Attr::Value(_) => Ok(()),
+    }
+}
+
+/// The state of one Coral PCIe function, first failing rule wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PcieState {
+    Ready,
+    /// No `driver` link and no apex driver registered: not installed, rejected by
+    /// Secure Boot, or the DKMS build failed for this kernel.
+    DriverNotLoaded,
+    /// apex is registered but did not take this function: probe failed.
+    NotBound,
+    /// Bound to another driver (`vfio-pci` when passed to a VM...).
+    OtherDriver(String),
+    /// The `driver` link is there but unusable (dangling out of the root, a loop).
+    DriverUnreadable,
+    /// Bound to apex, yet no `class/apex/apex_N` leads here.
+    NoClassDevice,
+    /// `apex_N/dev` is absent or malformed.
+    DevUnknown,
+    Node(NodeProblem),
+    /// `status` is not `ALIVE` (`LAMED`: interrupts failed).
+    Status(Status),
+    StatusUnreadable,
+    /// `temp` reads -89700: the device stopped answering on the bus.
+    NotAnswering,
+    TempUnreadable,
+}
+
+impl PcieState {
+    pub fn is_ready(&self) -> bool {
+        *self == PcieState::Ready
+    }
+
+    /// A short stable word for the `state` raw feature.
+    pub fn code(&self) -> String {
+        match self {
+            PcieState::Ready => "ready".into(),
+            PcieState::DriverNotLoaded => "driver-not-loaded".into(),
+            PcieState::NotBound => "not-bound".into(),
+            PcieState::OtherDriver(_) => "other-driver".into(),
+            PcieState::DriverUnreadable => "driver-unreadable".into(),
+            PcieState::NoClassDevice => "no-apex-device".into(),
+            PcieState::DevUnknown => "dev-unknown".into(),
+            PcieState::Node(p) => p.code().into(),
+            PcieState::Status(s) => format!("status-{}", s.as_str().to_ascii_lowercase()),
+            PcieState::StatusUnreadable => "status-unreadable".into(),
+            PcieState::NotAnswering => "not-answering".into(),
+            PcieState::TempUnreadable => "temp-unreadable".into(),
+        }
+    }
+}
+
+/// The `apex_N` entry bound to a function, if any.
+pub fn apex_of<'a>(inv: &'a Inventory, f: &PcieFunction) -> Option<&'a ApexDevice> {
+    let name = f.apex.as_deref()?;
+    inv.apex.iter().find(|a| a.name == name)
+}
+
+pub fn pcie_state(inv: &Inventory, f: &PcieFunction) -> PcieState {
+    match &f.driver {
+        Attr::Value(d) if d == "apex" => {}
+        Attr::Value(d) => return PcieState::OtherDriver(d.clone()),
+        Attr::Bad => return PcieState::DriverUnreadable,
+        Attr::Absent if inv.driver_loaded => return PcieState::NotBound,
+        Attr::Absent => return PcieState::DriverNotLoaded,
+    }
+    let Some(apex) = apex_of(inv, f) else {
+        return PcieState::NoClassDevice;
+    };
+    let Attr::Value(dev) = apex.dev else {
+        return PcieState::DevUnknown;
+    };
+    if let Err(p) = check_node(&apex.node, dev) {
+        return PcieState::Node(p);
+    }
+    match &apex.status {
+        Attr::Absent | Attr::Value(Status::Alive) => {}
+        Attr::Value(s) => return PcieState::Status(s.clone()),
+        Attr::Bad => return PcieState::StatusUnreadable,
+    }
+    match apex.temp {
+        Attr::Value(TEMP_NOT_ANSWERING) => PcieState::NotAnswering,
+        // A temperature that cannot be read cannot show the device still answers.
+        Attr::Bad => PcieState::TempUnreadable,
+        Attr::Absent | Attr::Value(_) => PcieState::Ready,
+    }
+}
+
+/// The state of one Coral USB Accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsbState {
+    Ready,
+    /// `busnum`, `devnum` or `dev` absent or malformed: no node to look for.
+    Unnumbered,
+    Node(NodeProblem),
+}
+
+impl UsbState {
+    pub fn is_ready(&self) -> bool {
+        *self == UsbState::Ready
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            UsbState::Ready => "ready",
+            UsbState::Unnumbered => "dev-unknown",
+            UsbState::Node(p) => p.code(),
+        }
+    }
+}
+
+pub fn usb_state(d: &UsbDevice) -> UsbState {
+    match (&d.busnum, &d.devnum, &d.dev) {
+        (Attr::Value(_), Attr::Value(_), Attr::Value(dev)) => match check_node(&d.node, *dev) {
+            Ok(()) => UsbState::Ready,
+            Err(p) => UsbState::Node(p),
+        },
+        _ => UsbState::Unnumbered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::NodeInfo;
+
+    fn node(char_device: bool, rdev: (u32, u32)) -> Node {
+        Attr::Value(NodeInfo {
+            char_device,
+            rdev,
+            mode: 0o660,
+            uid: 0,
+            gid: 0,
+        })
+    }
+
+    fn ready_inventory() -> Inventory {
+        Inventory {
+            driver_loaded: true,
+            pcie: vec![PcieFunction {
+                address: "0000:03:00.0".into(),
+                driver: Attr::Value("apex".into()),
+                apex: Some("apex_0".into()),
+            }],
+            apex: vec![ApexDevice {
+                name: "apex_0".into(),
+                index: 0,
+                function: Some("0000:03:00.0".into()),
+                dev: Attr::Value((120, 0)),
+                node: node(true, (120, 0)),
+                status: Attr::Value(Status::Alive),
+                temp: Attr::Value(49300),
+            }],
+            ..Inventory::default()
+        }
+    }
+
+    fn state_after(change: impl FnOnce(&mut Inventory)) -> PcieState {
+        let mut inv = ready_inventory();
+        change(&mut inv);
+        pcie_state(&inv, &inv.pcie[0])
+    }
+
+    #[test]
+    fn each_rule_in_order() {
+        assert_eq!(state_after(|_| {}), PcieState::Ready);
+        assert_eq!(
+            state_after(|i| {
+                i.pcie[0].driver = Attr::Absent;
+                i.driver_loaded = false;
+            }),
+            PcieState::DriverNotLoaded
+        );
+        assert_eq!(
+            state_after(|i| i.pcie[0].driver = Attr::Absent),
+            PcieState::NotBound
+        );
+        assert_eq!(
+            state_after(|i| i.pcie[0].driver = Attr::Value("vfio-pci".into())),
+            PcieState::OtherDriver("vfio-pci".into())
+        );
+        assert_eq!(
+            state_after(|i| i.pcie[0].apex = None),
+            PcieState::NoClassDevice
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].dev = Attr::Bad),
+            PcieState::DevUnknown
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].node = Attr::Absent),
+            PcieState::Node(NodeProblem::Missing)
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].node = node(false, (120, 0))),
+            PcieState::Node(NodeProblem::NotCharDevice)
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].node = node(true, (120, 1))),
+            PcieState::Node(NodeProblem::Mismatch)
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].status = Attr::Value(Status::Lamed)),
+            PcieState::Status(Status::Lamed)
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].status = Attr::Absent),
+            PcieState::Ready
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].temp = Attr::Value(TEMP_NOT_ANSWERING)),
+            PcieState::NotAnswering
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].temp = Attr::Absent),
+            PcieState::Ready
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].temp = Attr::Bad),
+            PcieState::TempUnreadable
+        );
+        assert_eq!(PcieState::Status(Status::Lamed).code(), "status-lamed");
+    }
+
+    #[test]
+    fn usb_rules() {
+        let mut d = UsbDevice {
+            path: "3-4".into(),
+            mode: crate::inventory::UsbMode::Dfu,
+            busnum: Attr::Value(3),
+            devnum: Attr::Value(2),
+            dev: Attr::Value((189, 257)),
+            speed: Attr::Value("5000".into()),
+            node: node(true, (189, 257)),
+        };
+        assert_eq!(usb_state(&d), UsbState::Ready);
+        d.node = node(true, (189, 258));
+        assert_eq!(usb_state(&d), UsbState::Node(NodeProblem::Mismatch));
+        d.devnum = Attr::Bad;
+        assert_eq!(usb_state(&d), UsbState::Unnumbered);
+    }
+}

@@ -1,0 +1,73 @@
+//! Coral USB Accelerators, from `bus/usb/devices`. There is no kernel driver: the
+//! device is ready when its `/dev/bus/usb` node is there for libusb.
+
+use crate::attr;
+use crate::inventory::{
+    Attr, Inventory, UsbDevice, UsbMode, Warnings, list_dir, read_attr, read_node,
+};
+use crate::root::Root;
+
+/// A USB device (not interface, not root hub) name: `3-4`, `1-1.2.3`.
+pub fn is_port_path(name: &str) -> bool {
+    let Some((bus, ports)) = name.split_once('-') else {
+        return false;
+    };
+    let number = |s: &str| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit());
+    number(bus) && ports.split('.').all(number)
+}
+
+pub fn discover(sys: &Root, dev: &Root, inv: &mut Inventory, w: &mut Warnings) {
+    let names = list_dir(sys, "bus/usb/devices", w);
+    inv.usb_scanned = names.len();
+    for name in names {
+        // Interfaces (`3-4:1.0`) have no IDs of their own; root hubs (`usb3`) are
+        // never a Coral. Skipping them by name saves a read each.
+        if !is_port_path(&name) {
+            continue;
+        }
+        let base = format!("bus/usb/devices/{name}");
+        let Attr::Value(vendor) = read_attr(sys, &format!("{base}/idVendor"), attr::hex_id, w)
+        else {
+            continue;
+        };
+        if vendor != 0x1a6e && vendor != 0x18d1 {
+            continue;
+        }
+        let Attr::Value(product) = read_attr(sys, &format!("{base}/idProduct"), attr::hex_id, w)
+        else {
+            continue;
+        };
+        let Some(mode) = UsbMode::from_ids(vendor, product) else {
+            continue;
+        };
+        let mut device = UsbDevice {
+            mode,
+            busnum: read_attr(sys, &format!("{base}/busnum"), attr::small_uint, w),
+            devnum: read_attr(sys, &format!("{base}/devnum"), attr::small_uint, w),
+            dev: read_attr(sys, &format!("{base}/dev"), attr::dev_number, w),
+            speed: read_attr(sys, &format!("{base}/speed"), attr::usb_speed, w),
+            node: Attr::Absent,
+            path: name,
+        };
+        if let Some(node) = device.node_path() {
+            let rel = node.trim_start_matches("/dev/");
+            device.node = read_node(dev, rel, w);
+        }
+        inv.usb.push(device);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_paths() {
+        for ok in ["3-4", "1-1.2", "1-1.2.3.4", "10-2"] {
+            assert!(is_port_path(ok), "{ok}");
+        }
+        for bad in ["usb3", "3-4:1.0", "3-", "-4", "3-4.", "3-a", "3-4..1", ""] {
+            assert!(!is_port_path(bad), "{bad}");
+        }
+    }
+}
