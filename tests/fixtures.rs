@@ -96,11 +96,18 @@ fn every_scenario_is_a_valid_nfd_feature_file() {
     }
 }
 
+/// (scenario, (ready.count, count) or no lines at all, per-apex readiness, pcie.0.state)
+type Expectation = (
+    &'static str,
+    Option<(u32, u32)>,
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+);
+
 /// The readiness each scenario stands for, written down by hand (not from the golden).
 #[test]
 fn scenarios_mean_what_their_names_say() {
-    // (scenario, ready.count, count, per-apex readiness, pcie.0.state)
-    let table: &[(&str, Option<(u32, u32)>, &[(&str, &str)], Option<&str>)] = &[
+    let table: &[Expectation] = &[
         ("no-coral", None, &[], None),
         ("server-no-coral", None, &[], None),
         ("driver-no-device", Some((0, 0)), &[], None),

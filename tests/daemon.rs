@@ -1,0 +1,459 @@
+//! The output path and daemon mode: atomic replacement, no churn, expiry refresh,
+//! signals, and failures to write.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Bed {
+    dir: tempfile::TempDir,
+    sys: PathBuf,
+    dev: PathBuf,
+}
+
+impl Bed {
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("features.d/coral-nfd")
+    }
+
+    fn args<'a>(&'a self, out: &'a Path) -> Vec<String> {
+        vec![
+            "--sysfs-root".into(),
+            self.sys.to_str().unwrap().into(),
+            "--dev-root".into(),
+            self.dev.to_str().unwrap().into(),
+            "--output-file".into(),
+            out.to_str().unwrap().into(),
+        ]
+    }
+
+    fn apex_node(&self) -> PathBuf {
+        self.dev.join("apex_0")
+    }
+
+    /// Makes apex_0 ready (node present) or not (node removed).
+    fn set_ready(&self, ready: bool) {
+        if ready {
+            mknod(&self.apex_node(), 'c', 120, 0, 0o660).unwrap();
+        } else {
+            fs::remove_file(self.apex_node()).unwrap();
+        }
+    }
+}
+
+fn bed() -> Option<Bed> {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = fixtures_dir().join("pcie-ready/sys");
+    let dev = dir.path().join("dev");
+    fs::create_dir_all(&dev).unwrap();
+    if mknod(&dev.join("apex_0"), 'c', 120, 0, 0o660).is_none() {
+        no_mknod("daemon");
+        return None;
+    }
+    Some(Bed { dir, sys, dev })
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(bin())
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn kill(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+/// Waits for `cond`, failing after `limit`.
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("daemon did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_default()
+}
+
+fn ready_in(content: &str) -> Option<bool> {
+    if content.contains("coral-tpu.apex_0.ready=true\n") {
+        Some(true)
+    } else if content.contains("coral-tpu.apex_0.ready=false\n") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+fn expiry_of(content: &str) -> Option<String> {
+    content
+        .lines()
+        .find_map(|l| l.strip_prefix("# +expiry-time=").map(str::to_string))
+}
+
+#[test]
+fn one_shot_file_is_complete_with_mode_0644_and_nothing_else_visible() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let o = run(&b.args(&out).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"", "file mode prints nothing to stdout");
+    let content = read(&out);
+    parse_nfd(&content).unwrap();
+    assert_eq!(ready_in(&content), Some(true));
+    assert_eq!(fs::metadata(&out).unwrap().mode() & 0o777, 0o644);
+    // NFD reads every non-hidden regular file in features.d: only ours is there.
+    let visible: Vec<_> = fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(visible, ["coral-nfd"]);
+    assert!(
+        expiry_of(&content).is_none(),
+        "no expiry by default in one-shot mode"
+    );
+}
+
+#[test]
+fn one_shot_expiry_directive() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend(["--expiry".into(), "10m".into()]);
+    let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0));
+    let content = read(&out);
+    let lines = parse_nfd(&content).unwrap();
+    let at = expiry_of(&content).expect("expiry directive");
+    let t = humantime::parse_rfc3339(&at).unwrap();
+    let left = t.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(
+        left > Duration::from_secs(590) && left <= Duration::from_secs(600),
+        "{left:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.expiry.as_deref() == Some(at.as_str()))
+    );
+}
+
+#[test]
+fn reader_never_sees_a_partial_file() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend([
+        "--sleep-interval".into(),
+        "1h".into(),
+        "--expiry".into(),
+        "0".into(),
+    ]);
+    let mut child = spawn(&args);
+    wait_for("first write", Duration::from_secs(5), || {
+        ready_in(&read(&out)).is_some()
+    });
+
+    // The two complete versions the file may hold.
+    let ready_version = read(&out);
+    b.set_ready(false);
+    kill(&child, rustix::process::Signal::HUP);
+    wait_for("not-ready version", Duration::from_secs(5), || {
+        ready_in(&read(&out)) == Some(false)
+    });
+    let not_ready_version = read(&out);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (out, stop) = (out.clone(), stop.clone());
+        let versions = [ready_version.clone(), not_ready_version.clone()];
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let got = fs::read_to_string(&out).expect("the file never disappears");
+                assert!(
+                    versions.contains(&got),
+                    "partial or unknown content:\n{got}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let flips = 100;
+    for i in 0..flips {
+        let ready = i % 2 == 0;
+        b.set_ready(ready);
+        kill(&child, rustix::process::Signal::HUP);
+        wait_for("flip", Duration::from_secs(5), || {
+            ready_in(&read(&out)) == Some(ready)
+        });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("reader saw only complete files");
+    assert!(reads > flips, "reader ran {reads} times");
+    kill(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+#[test]
+fn unchanged_node_causes_no_rewrite() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend([
+        "--sleep-interval".into(),
+        "50ms".into(),
+        "--expiry".into(),
+        "0".into(),
+    ]);
+    let mut child = spawn(&args);
+    wait_for("first write", Duration::from_secs(5), || out.exists());
+    let before = fs::metadata(&out).unwrap();
+    std::thread::sleep(Duration::from_millis(800)); // about 16 rescans
+    let after = fs::metadata(&out).unwrap();
+    assert_eq!(
+        before.ino(),
+        after.ino(),
+        "file was replaced although nothing changed"
+    );
+    assert_eq!(before.mtime_nsec(), after.mtime_nsec());
+    // A change is picked up by the periodic rescan alone.
+    b.set_ready(false);
+    wait_for("periodic rescan", Duration::from_secs(5), || {
+        ready_in(&read(&out)) == Some(false)
+    });
+    kill(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+#[test]
+fn expiry_is_refreshed_before_it_runs_out() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend([
+        "--sleep-interval".into(),
+        "200ms".into(),
+        "--expiry".into(),
+        "2s".into(),
+    ]);
+    let mut child = spawn(&args);
+    wait_for("first write", Duration::from_secs(5), || out.exists());
+    let first = expiry_of(&read(&out)).expect("expiry directive");
+    wait_for("refreshed expiry", Duration::from_secs(6), || {
+        expiry_of(&read(&out)).is_some_and(|e| e > first)
+    });
+    kill(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+#[test]
+fn default_expiry_is_three_intervals() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend(["--sleep-interval".into(), "1h".into()]);
+    let mut child = spawn(&args);
+    wait_for("first write", Duration::from_secs(5), || out.exists());
+    let at = humantime::parse_rfc3339(&expiry_of(&read(&out)).unwrap()).unwrap();
+    let left = at.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(left > Duration::from_secs(3 * 3600 - 10) && left <= Duration::from_secs(3 * 3600));
+    kill(&child, rustix::process::Signal::INT);
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+#[test]
+fn sigterm_exits_promptly_and_keeps_the_file() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend(["--sleep-interval".into(), "1h".into()]);
+    let mut child = spawn(&args);
+    wait_for("first write", Duration::from_secs(5), || out.exists());
+    let start = Instant::now();
+    kill(&child, rustix::process::Signal::TERM);
+    let st = wait_exit(&mut child, Duration::from_secs(1));
+    assert_eq!(st.code(), Some(0));
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(out.exists(), "a routine restart must not remove the labels");
+}
+
+#[test]
+fn remove_on_exit_deletes_the_file() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend([
+        "--sleep-interval".into(),
+        "1h".into(),
+        "--remove-on-exit".into(),
+    ]);
+    for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let mut child = spawn(&args);
+        wait_for("first write", Duration::from_secs(5), || out.exists());
+        kill(&child, sig);
+        assert_eq!(
+            wait_exit(&mut child, Duration::from_secs(1)).code(),
+            Some(0)
+        );
+        assert!(!out.exists(), "{sig:?}");
+        let left: Vec<_> = fs::read_dir(out.parent().unwrap()).unwrap().collect();
+        assert!(left.is_empty(), "staging directory removed too: {left:?}");
+    }
+}
+
+#[test]
+fn sighup_rescans_at_once() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend(["--sleep-interval".into(), "1h".into()]);
+    let mut child = spawn(&args);
+    wait_for("first write", Duration::from_secs(5), || {
+        ready_in(&read(&out)) == Some(true)
+    });
+    b.set_ready(false);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        ready_in(&read(&out)),
+        Some(true),
+        "no rescan before the signal"
+    );
+    kill(&child, rustix::process::Signal::HUP);
+    wait_for("rescan after SIGHUP", Duration::from_secs(2), || {
+        ready_in(&read(&out)) == Some(false)
+    });
+    kill(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+/// Blocks the staging directory with a regular file: no write can succeed, even as root.
+fn block_staging(out: &Path) -> PathBuf {
+    let staging = out.with_file_name(format!(
+        ".{}.coral-nfd-tmp",
+        out.file_name().unwrap().to_str().unwrap()
+    ));
+    let _ = fs::remove_dir_all(&staging);
+    fs::write(&staging, "in the way").unwrap();
+    staging
+}
+
+#[test]
+fn one_shot_write_failure_exits_1_and_keeps_the_old_file() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let args = b.args(&out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(run(&args).status.code(), Some(0));
+    let old = read(&out);
+    b.set_ready(false);
+    block_staging(&out);
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("coral-nfd: error:") && err.contains("staging"),
+        "{err}"
+    );
+    assert_eq!(read(&out), old, "previous file intact");
+
+    // Output path that is a directory; parent that is a regular file.
+    let dir_out = b.dir.path().join("is-a-dir");
+    fs::create_dir_all(dir_out.join("x")).unwrap();
+    let mut a2 = b.args(&dir_out);
+    let o = run(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(dir_out.join("x").is_dir(), "nothing the user had is lost");
+    let staging = dir_out.with_file_name(".is-a-dir.coral-nfd-tmp");
+    assert_eq!(
+        fs::read_dir(&staging).unwrap().count(),
+        0,
+        "no temporary file left"
+    );
+
+    let file_parent = b.dir.path().join("plain-file");
+    fs::write(&file_parent, "keep me").unwrap();
+    let bad = file_parent.join("coral-nfd");
+    a2 = b.args(&bad);
+    let o = run(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot create directory"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(read(&file_parent), "keep me");
+}
+
+#[test]
+fn daemon_retries_a_failed_write() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    fs::write(&out, "old content\n").unwrap();
+    let staging = block_staging(&out);
+    let mut args = b.args(&out);
+    args.extend(["--sleep-interval".into(), "100ms".into()]);
+    let mut child = spawn(&args);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "daemon keeps running");
+    assert_eq!(read(&out), "old content\n");
+    fs::remove_file(&staging).unwrap();
+    wait_for("retried write", Duration::from_secs(5), || {
+        ready_in(&read(&out)) == Some(true)
+    });
+    kill(&child, rustix::process::Signal::TERM);
+    let st = wait_exit(&mut child, Duration::from_secs(2));
+    assert_eq!(st.code(), Some(0));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("coral-nfd: error:") && err.contains("retrying"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stale_temporary_files_are_cleaned_at_start() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let staging = out.with_file_name(".coral-nfd.coral-nfd-tmp");
+    fs::create_dir_all(&staging).unwrap();
+    fs::write(staging.join("write-stale123"), "half a fi").unwrap();
+    let args = b.args(&out);
+    assert_eq!(
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(fs::read_dir(&staging).unwrap().count(), 0);
+}
