@@ -2,7 +2,9 @@
 //! `class/apex/apex_N` with their `/dev/apex_N` nodes.
 
 use crate::attr;
-use crate::inventory::{ApexDevice, Inventory, Warnings, list_dir, read_attr, read_node};
+use crate::inventory::{
+    ApexDetails, ApexDevice, Depth, Inventory, Warnings, list_dir_unsorted, read_attr, read_node,
+};
 use crate::pci::CoralFunction;
 use crate::root::{FsError, Root};
 use rustix::fs::FileType;
@@ -25,6 +27,7 @@ pub fn discover(
     sys: &Root,
     dev: &Root,
     coral: &[CoralFunction],
+    depth: Depth,
     inv: &mut Inventory,
     w: &mut Warnings,
 ) {
@@ -39,7 +42,10 @@ pub fn discover(
     inv.driver_version = read_attr(sys, "module/apex/version", attr::version, w);
     inv.gasket_version = read_attr(sys, "module/gasket/version", attr::version, w);
 
-    for name in list_dir(sys, "class/apex", w) {
+    for (class_order, name) in list_dir_unsorted(sys, "class/apex", w)
+        .into_iter()
+        .enumerate()
+    {
         let Some(index) = apex_index(&name) else {
             w.push(format!(
                 "{}: not of the form apex_N; skipped",
@@ -56,6 +62,8 @@ pub fn discover(
             node: read_node(dev, &name, w),
             status: read_attr(sys, &format!("{base}/status"), attr::status, w),
             temp: read_attr(sys, &format!("{base}/temp"), attr::millicelsius, w),
+            class_order,
+            details: (depth == Depth::Doctor).then(|| details(sys, &base, w)),
             name,
         };
         inv.apex.push(device);
@@ -68,6 +76,23 @@ pub fn discover(
             .iter()
             .find(|a| a.function.as_deref() == Some(&f.address))
             .map(|a| a.name.clone());
+    }
+}
+
+fn details(sys: &Root, base: &str, w: &mut Warnings) -> ApexDetails {
+    let trip = |n: usize, w: &mut Warnings| {
+        read_attr(
+            sys,
+            &format!("{base}/trip_point{n}_temp"),
+            attr::millicelsius,
+            w,
+        )
+    };
+    ApexDetails {
+        trip_points: [trip(0, w), trip(1, w), trip(2, w)],
+        interrupt_counts: sys.stat(format!("{base}/interrupt_counts")).is_ok(),
+        driver_version: read_attr(sys, &format!("{base}/driver_version"), attr::version, w),
+        framework_version: read_attr(sys, &format!("{base}/framework_version"), attr::version, w),
     }
 }
 

@@ -1,12 +1,14 @@
 //! The command line: flags, environment variables, and what each mode does.
 
+use crate::commands;
 use crate::daemon;
 use crate::features;
 use crate::inventory;
 use crate::label::Prefix;
 use crate::output::{self, AtomicFile};
 use crate::root::Root;
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,12 +28,26 @@ const MAX_WARNINGS: usize = 50;
         hook); with --output-file it writes NFD's features.d file atomically, and with \
         --sleep-interval it keeps it up to date.\n\n\
         Exit codes: 0 success (whatever the hardware state), 1 the output could not be \
-        written, 2 usage error."
+        written, 2 usage error. Subcommands for people: doctor, frigate-config, snapshot."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub roots: Roots,
+
+    #[command(flatten)]
+    pub labeler: Labeler,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Where to look; every subcommand takes these too.
+#[derive(Args, Debug)]
+pub struct Roots {
     /// Root of the sysfs tree to scan; every sysfs read stays under it.
     #[arg(
         long,
+        global = true,
         value_name = "DIR",
         env = "CORAL_NFD_SYSFS_ROOT",
         default_value = "/sys"
@@ -41,12 +57,42 @@ pub struct Cli {
     /// Root of the device tree where /dev/apex_N and /dev/bus/usb nodes are checked.
     #[arg(
         long,
+        global = true,
         value_name = "DIR",
         env = "CORAL_NFD_DEV_ROOT",
         default_value = "/dev"
     )]
     pub dev_root: PathBuf,
+}
 
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Explain, for a person, why each Coral device is or is not ready and what to do.
+    /// Exit codes: 0 every device found is ready, 1 at least one has a problem, 3 no
+    /// Coral device found, 2 usage error.
+    Doctor {
+        /// One JSON document (schema_version 1, see the README) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a Frigate `detectors:` YAML block for the ready devices (exit 3 when none
+    /// is ready).
+    FrigateConfig,
+    /// Copy the part of sysfs coral-nfd reads, and a manifest of the device nodes, into
+    /// DIR, replayable with --sysfs-root DIR/sys --dev-root DIR/dev.
+    Snapshot {
+        /// Directory to write; must be empty unless --force.
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+        /// Write into a non-empty DIR (its sys/, dev/, dev.manifest and README are replaced).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The labeler's own flags (no subcommand).
+#[derive(Args, Debug)]
+pub struct Labeler {
     /// Namespace in front of every key: a lowercase DNS subdomain followed by '/'.
     #[arg(
         long,
@@ -96,7 +142,7 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     }
 }
 
-impl Cli {
+impl Labeler {
     /// The expiry to write, if any.
     pub fn effective_expiry(&self) -> Option<Duration> {
         match (self.expiry, self.sleep_interval) {
@@ -119,7 +165,7 @@ pub fn scan_body(sys: &Root, dev: &Root, prefix: &Prefix) -> (String, Vec<String
     (body, all)
 }
 
-fn print_warnings(warnings: &[String]) {
+pub fn print_warnings(warnings: &[String]) {
     for w in warnings.iter().take(MAX_WARNINGS) {
         eprintln!("coral-nfd: warning: {w}");
     }
@@ -131,10 +177,48 @@ fn print_warnings(warnings: &[String]) {
     }
 }
 
+/// The labeler's flags make no sense with a subcommand. Only flags given on the command
+/// line are refused: the same variables set in the DaemonSet's environment must not
+/// stop `kubectl exec ... coral-nfd doctor`.
+fn refuse_labeler_flags(matches: &ArgMatches) {
+    let Some((sub, _)) = matches.subcommand() else {
+        return;
+    };
+    let labeler = [
+        "label_prefix",
+        "output_file",
+        "sleep_interval",
+        "expiry",
+        "remove_on_exit",
+    ];
+    for id in labeler {
+        if matches.value_source(id) == Some(ValueSource::CommandLine) {
+            let flag = format!("--{}", id.replace('_', "-"));
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{flag} is for the labeler and cannot be used with '{sub}'"),
+                )
+                .exit();
+        }
+    }
+}
+
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
-    let sys = Root::open(&cli.sysfs_root);
-    let dev = Root::open(&cli.dev_root);
+    let matches = Cli::command().get_matches();
+    refuse_labeler_flags(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sys = Root::open(&cli.roots.sysfs_root);
+    let dev = Root::open(&cli.roots.dev_root);
+    match &cli.command {
+        None => run_labeler(&cli.labeler, &sys, &dev),
+        Some(Command::Doctor { json }) => commands::doctor(&sys, &dev, *json),
+        Some(Command::FrigateConfig) => commands::frigate_config(&sys, &dev),
+        Some(Command::Snapshot { output, force }) => commands::snapshot(&sys, &dev, output, *force),
+    }
+}
+
+fn run_labeler(cli: &Labeler, sys: &Root, dev: &Root) -> ExitCode {
     let expiry = cli.effective_expiry();
 
     if let (Some(interval), Some(path)) = (cli.sleep_interval, &cli.output_file) {
@@ -152,14 +236,14 @@ pub fn run() -> ExitCode {
             remove_on_exit: cli.remove_on_exit,
         };
         daemon::run(&config, &out, rx, || {
-            let (body, warnings) = scan_body(&sys, &dev, &cli.label_prefix);
+            let (body, warnings) = scan_body(sys, dev, &cli.label_prefix);
             let shown: Vec<String> = warnings.into_iter().take(MAX_WARNINGS).collect();
             (body, shown)
         });
         return ExitCode::SUCCESS;
     }
 
-    let (body, warnings) = scan_body(&sys, &dev, &cli.label_prefix);
+    let (body, warnings) = scan_body(sys, dev, &cli.label_prefix);
     print_warnings(&warnings);
     let content = features::render(&body, expiry.map(|d| std::time::SystemTime::now() + d));
     let result = match &cli.output_file {

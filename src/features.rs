@@ -260,6 +260,8 @@ mod tests {
                 }),
                 status: Attr::Value(Status::Alive),
                 temp: Attr::Value(49300),
+                class_order: 0,
+                details: None,
             }],
             ..Inventory::default()
         }

@@ -65,6 +65,32 @@ pub struct ApexDevice {
     pub status: Attr<Status>,
     /// Millidegrees Celsius.
     pub temp: Attr<i64>,
+    /// Position in the directory order of `class/apex`: libedgetpu numbers PCIe TPUs
+    /// (Frigate's `pci:N`) in that order, counting entries whose node is a char device.
+    pub class_order: usize,
+    /// Read only for `doctor` (see [`Depth`]).
+    pub details: Option<ApexDetails>,
+}
+
+/// What `doctor` reads on top of the readiness rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApexDetails {
+    /// `trip_point0_temp` .. `trip_point2_temp`, millidegrees Celsius.
+    pub trip_points: [Attr<i64>; 3],
+    /// `interrupt_counts` exists (only when MSI-X setup succeeded).
+    pub interrupt_counts: bool,
+    /// `driver_version`, `framework_version` of the class device.
+    pub driver_version: Attr<String>,
+    pub framework_version: Attr<String>,
+}
+
+/// How much a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// What the readiness rules need: the labeler's every-interval scan.
+    Labels,
+    /// Also the details `doctor` reports.
+    Doctor,
 }
 
 impl ApexDevice {
@@ -163,10 +189,15 @@ pub struct Scan {
 /// Reads everything coral-nfd needs from the two roots. Never fails: what cannot be
 /// read becomes `Attr::Bad` or a skipped entry, with a warning.
 pub fn discover(sys: &Root, dev: &Root) -> Scan {
+    discover_to(sys, dev, Depth::Labels)
+}
+
+/// [`discover`], reading details too when `depth` asks for them.
+pub fn discover_to(sys: &Root, dev: &Root, depth: Depth) -> Scan {
     let mut w = Warnings::default();
     let mut inv = Inventory::default();
     let coral = crate::pci::discover(sys, &mut inv, &mut w);
-    crate::apex::discover(sys, dev, &coral, &mut inv, &mut w);
+    crate::apex::discover(sys, dev, &coral, depth, &mut inv, &mut w);
     crate::usb::discover(sys, dev, &mut inv, &mut w);
     Scan {
         inventory: inv,
@@ -219,9 +250,16 @@ fn node_info(st: &EntryStat) -> NodeInfo {
     }
 }
 
-/// Lists a directory; a missing one is simply empty (no USB bus, no apex driver).
+/// Lists a directory, sorted; a missing one is simply empty (no USB bus, no driver).
 pub(crate) fn list_dir(root: &Root, rel: &str, w: &mut Warnings) -> Vec<String> {
-    match root.read_dir(rel) {
+    let mut names = list_dir_unsorted(root, rel, w);
+    names.sort();
+    names
+}
+
+/// [`list_dir`] in the filesystem's order.
+pub(crate) fn list_dir_unsorted(root: &Root, rel: &str, w: &mut Warnings) -> Vec<String> {
+    match root.read_dir_unsorted(rel) {
         Ok(names) => names
             .into_iter()
             .filter_map(|n| match n.into_string() {

@@ -8,12 +8,16 @@
 pub mod apex;
 pub mod attr;
 pub mod cli;
+pub mod commands;
 pub mod daemon;
+pub mod doctor;
 pub mod features;
+pub mod frigate;
 pub mod inventory;
 pub mod label;
 pub mod output;
 pub mod pci;
 pub mod root;
+pub mod snapshot;
 pub mod state;
 pub mod usb;

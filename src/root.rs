@@ -230,6 +230,14 @@ impl Root {
     /// Names in a directory, without `.` and `..`, sorted bytewise so a scan's order
     /// never depends on the filesystem's.
     pub fn read_dir(&self, rel: impl AsRef<Path>) -> FsResult<Vec<OsString>> {
+        let mut names = self.read_dir_unsorted(rel)?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Names in a directory in the order the filesystem returns them (for sysfs: the
+    /// kernel's own order, which is what other readers such as libedgetpu see).
+    pub fn read_dir_unsorted(&self, rel: impl AsRef<Path>) -> FsResult<Vec<OsString>> {
         let fd = self.open_rel(rel.as_ref(), OFlags::RDONLY | OFlags::DIRECTORY)?;
         let dir = rustix::fs::Dir::new(fd).map_err(FsError::Io)?;
         let mut names = Vec::new();
@@ -240,7 +248,6 @@ impl Root {
                 names.push(OsStr::from_bytes(name).to_os_string());
             }
         }
-        names.sort();
         Ok(names)
     }
 

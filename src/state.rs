@@ -15,7 +15,7 @@ pub enum NodeProblem {
 }
 
 impl NodeProblem {
-    fn code(self) -> &'static str {
+    pub fn code(self) -> &'static str {
         match self {
             NodeProblem::Missing => "node-missing",
             NodeProblem::NotCharDevice => "node-not-char-device",
@@ -186,6 +186,8 @@ mod tests {
                 node: node(true, (120, 0)),
                 status: Attr::Value(Status::Alive),
                 temp: Attr::Value(49300),
+                class_order: 0,
+                details: None,
             }],
             ..Inventory::default()
         }

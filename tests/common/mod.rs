@@ -81,7 +81,11 @@ pub fn mknod(path: &Path, kind: char, major: u32, minor: u32, mode: u32) -> Opti
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     let dev = rustix::fs::makedev(major, minor);
     match mknodat(rustix::fs::CWD, path, ft, Mode::from_raw_mode(mode), dev) {
-        Ok(()) => Some(()),
+        Ok(()) => {
+            // mknod applies the umask; set the mode the list asks for.
+            rustix::fs::chmod(path, Mode::from_raw_mode(mode)).unwrap();
+            Some(())
+        }
         Err(rustix::io::Errno::PERM) | Err(rustix::io::Errno::ACCESS) => None,
         Err(e) => panic!("mknod {}: {e}", path.display()),
     }

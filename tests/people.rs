@@ -1,0 +1,552 @@
+//! The subcommands for people: doctor, frigate-config, snapshot.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::fs;
+use std::path::Path;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn args_for<'a>(sys: &'a str, dev: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--sysfs-root", sys, "--dev-root", dev];
+    v.extend_from_slice(rest);
+    v
+}
+
+/// Runs a subcommand on a fixture with its dev root.
+fn on_fixture(name: &str, rest: &[&str]) -> Option<std::process::Output> {
+    let dev = fixture_dev_root(name).or_else(|| {
+        no_mknod(name);
+        None
+    })?;
+    let sys = fixtures_dir().join(name).join("sys");
+    let (sys, devp) = (sys.to_str().unwrap(), dev.path().to_str().unwrap());
+    Some(run(&args_for(sys, devp, rest)))
+}
+
+// --- doctor -------------------------------------------------------------------------
+
+/// (scenario, exit code, finding codes that must appear, words a remedy must contain)
+const DOCTOR: &[(&str, i32, &[&str], &str)] = &[
+    ("no-coral", 3, &[], ""),
+    ("server-no-coral", 3, &[], ""),
+    ("driver-no-device", 3, &[], ""),
+    ("pcie-ready", 0, &["ready"], ""),
+    ("pcie-dual", 0, &["ready"], ""),
+    ("devboard", 0, &["ready"], ""),
+    ("rpi5-switch", 0, &["ready"], ""),
+    ("pcie-and-usb", 0, &["ready"], ""),
+    (
+        "pcie-no-driver",
+        1,
+        &["driver-not-loaded"],
+        "Key was rejected by service",
+    ),
+    ("pcie-probe-failed", 1, &["not-bound"], "pass-through"),
+    ("pcie-vfio", 1, &["other-driver"], "vfio-pci"),
+    ("pcie-node-missing", 1, &["node-missing"], "GROUP=\"apex\""),
+    ("pcie-node-mismatch", 1, &["node-mismatch"], "stale node"),
+    ("pcie-lamed", 1, &["status-lamed"], "MSI-X"),
+    ("pcie-not-answering", 1, &["not-answering"], "Power-cycle"),
+    ("pcie-throttled", 0, &["ready", "throttled"], "cooling"),
+    (
+        "pcie-staging-driver",
+        1,
+        &["ready", "staging-driver"],
+        "gasket-dkms",
+    ),
+    ("usb-dfu-usb3", 0, &["ready", "dfu-mode"], ""),
+    ("usb-app-usb2", 0, &["ready", "usb2"], "USB 3 port"),
+];
+
+#[test]
+fn doctor_verdict_for_every_scenario() {
+    let listed: Vec<&str> = DOCTOR.iter().map(|d| d.0).collect();
+    for s in scenarios() {
+        assert!(
+            listed.contains(&s.as_str()),
+            "no doctor expectation for {s}"
+        );
+    }
+    for (name, code, findings, remedy) in DOCTOR {
+        let Some(out) = on_fixture(name, &["doctor", "--json"]) else {
+            continue;
+        };
+        assert_eq!(out.status.code(), Some(*code), "{name}: {}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        check_doctor_shape(&v);
+        assert_eq!(v["exit_code"], *code, "{name}");
+        let codes: Vec<&str> = v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["findings"].as_array().unwrap())
+            .map(|f| f["code"].as_str().unwrap())
+            .collect();
+        for f in *findings {
+            assert!(codes.contains(f), "{name}: {f} not in {codes:?}");
+        }
+        let remedies = v.to_string();
+        assert!(
+            remedies.contains(&remedy.replace('"', "\\\"")),
+            "{name}: no remedy with {remedy:?}"
+        );
+
+        // The text form says the same, in at most 80 columns and without colour
+        // (stdout is not a terminal here).
+        let text = stdout(&on_fixture(name, &["doctor"]).unwrap());
+        assert!(
+            text.lines().all(|l| l.chars().count() <= 80),
+            "{name}:\n{text}"
+        );
+        assert!(!text.contains('\x1b'));
+        for f in *findings {
+            if *f != "ready"
+                && !f.ends_with("-mode")
+                && *f != "usb2"
+                && *f != "throttled"
+                && *f != "staging-driver"
+            {
+                assert!(text.contains(&format!("PROBLEM ({f})")), "{name}:\n{text}");
+            }
+        }
+        if *code == 3 {
+            assert!(text.contains("No Coral Edge TPU found."));
+            assert!(
+                text.contains("PCI functions and"),
+                "what was searched is said"
+            );
+        }
+    }
+}
+
+/// The documented shape of `doctor --json` (README, "doctor --json").
+fn check_doctor_shape(v: &Value) {
+    let obj = |v: &Value, keys: &[(&str, &str)]| {
+        let m = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {v}"));
+        for (k, t) in keys {
+            let x = m.get(*k).unwrap_or_else(|| panic!("missing {k} in {v}"));
+            let ok = match *t {
+                "int" => x.is_u64(),
+                "str" => x.is_string(),
+                "bool" => x.is_boolean(),
+                "arr" => x.is_array(),
+                "obj" => x.is_object(),
+                "num" => x.is_number(),
+                "str?" => x.is_string() || x.is_null(),
+                "int?" => x.is_u64() || x.is_null(),
+                "obj?" => x.is_object() || x.is_null(),
+                _ => unreachable!(),
+            };
+            assert!(ok, "{k} should be {t}: {x}");
+        }
+    };
+    obj(
+        v,
+        &[
+            ("schema_version", "int"),
+            ("coral_nfd_version", "str"),
+            ("searched", "obj"),
+            ("driver", "obj"),
+            ("devices", "arr"),
+            ("ready_count", "int"),
+            ("problem_count", "int"),
+            ("exit_code", "int"),
+            ("warnings", "arr"),
+        ],
+    );
+    assert_eq!(v["schema_version"], 1);
+    obj(
+        &v["searched"],
+        &[
+            ("sysfs_root", "str"),
+            ("dev_root", "str"),
+            ("pci_functions", "int"),
+            ("usb_devices", "int"),
+        ],
+    );
+    obj(
+        &v["driver"],
+        &[
+            ("loaded", "bool"),
+            ("version", "str?"),
+            ("gasket_version", "str?"),
+        ],
+    );
+    for d in v["devices"].as_array().unwrap() {
+        obj(
+            d,
+            &[
+                ("kind", "str"),
+                ("id", "str"),
+                ("vendor_id", "str"),
+                ("product_id", "str"),
+                ("product", "str"),
+                ("ready", "bool"),
+                ("verdict", "str"),
+                ("state", "str"),
+                ("driver", "str?"),
+                ("apex", "str?"),
+                ("status", "str?"),
+                ("temperature", "obj?"),
+                ("driver_version", "str?"),
+                ("framework_version", "str?"),
+                ("usb_speed_mbps", "str?"),
+                ("usb_mode", "str?"),
+                ("node", "obj?"),
+                ("findings", "arr"),
+            ],
+        );
+        assert!(["pcie", "usb"].contains(&d["kind"].as_str().unwrap()));
+        assert!(["ok", "note", "warning", "problem"].contains(&d["verdict"].as_str().unwrap()));
+        if let Some(t) = d["temperature"].as_object() {
+            assert!(
+                t["celsius"].is_number()
+                    && t["trip_points_celsius"].is_array()
+                    && t["clock_mhz"].is_number()
+            );
+        }
+        if d["node"].is_object() {
+            obj(
+                &d["node"],
+                &[
+                    ("path", "str"),
+                    ("exists", "bool"),
+                    ("char_device", "bool"),
+                    ("rdev", "str?"),
+                    ("expected", "str?"),
+                    ("matches", "bool"),
+                    ("mode", "str?"),
+                    ("uid", "int?"),
+                    ("gid", "int?"),
+                ],
+            );
+        }
+        for f in d["findings"].as_array().unwrap() {
+            obj(
+                f,
+                &[
+                    ("level", "str"),
+                    ("code", "str"),
+                    ("message", "str"),
+                    ("remedies", "arr"),
+                ],
+            );
+        }
+    }
+}
+
+#[test]
+fn doctor_reports_node_ownership() {
+    let Some(out) = on_fixture("pcie-ready", &["doctor", "--json"]) else {
+        return;
+    };
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = &v["devices"][0]["node"];
+    assert_eq!(node["path"], "/dev/apex_0");
+    assert_eq!(node["rdev"], "120:0");
+    assert_eq!(node["matches"], true);
+    assert_eq!(node["mode"], "0660");
+    assert_eq!(node["gid"], 999);
+    assert_eq!(v["devices"][0]["temperature"]["clock_mhz"], 500.0);
+}
+
+#[test]
+fn doctor_on_this_machine() {
+    for json in [false, true] {
+        let mut args = vec!["doctor"];
+        if json {
+            args.push("--json");
+        }
+        let out = run(&args);
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        // This machine has no Coral; a machine that has one gives 0 or 1.
+        let code = out.status.code().unwrap();
+        assert!([0, 1, 3].contains(&code), "{code}: {err}");
+        if json {
+            check_doctor_shape(&serde_json::from_slice(&out.stdout).unwrap());
+        }
+    }
+}
+
+#[test]
+fn doctor_colour_only_on_a_terminal() {
+    // script(1) gives the command a terminal; NO_COLOR turns colour off again.
+    let sys = fixtures_dir().join("pcie-lamed/sys");
+    let cmd = format!("{} doctor --sysfs-root {}", bin(), sys.display());
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output();
+    let Ok(tty) = tty else {
+        eprintln!("*** script(1) not available: colour test not run ***");
+        return;
+    };
+    assert!(
+        String::from_utf8_lossy(&tty.stdout).contains("\x1b["),
+        "colour on a terminal"
+    );
+    let no = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&no.stdout).contains("\x1b["),
+        "NO_COLOR respected"
+    );
+}
+
+// --- frigate-config -----------------------------------------------------------------
+
+#[test]
+fn frigate_config_golden_and_yaml() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for name in scenarios() {
+        let Some(out) = on_fixture(&name, &["frigate-config"]) else {
+            continue;
+        };
+        let text = stdout(&out);
+        let docs =
+            YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+        let det = &docs[0]["detectors"];
+        let map = det
+            .as_hash()
+            .unwrap_or_else(|| panic!("{name}: detectors is not a mapping"));
+        let expected_code = if map.is_empty() { 3 } else { 0 };
+        assert_eq!(out.status.code(), Some(expected_code), "{name}");
+        let mut pci = 0;
+        let mut usb = 0;
+        for (k, v) in map {
+            let k = k.as_str().unwrap();
+            assert!(
+                k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{k}"
+            );
+            assert_eq!(v["type"].as_str(), Some("edgetpu"));
+            let device = v["device"].as_str().unwrap();
+            if device.starts_with("pci:") {
+                assert_eq!(device, format!("pci:{pci}"), "{name}");
+                pci += 1;
+            } else {
+                assert_eq!(device, format!("usb:{usb}"), "{name}");
+                usb += 1;
+            }
+        }
+        // As many detectors as ready devices, by the labeler's own count.
+        let features = stdout(&on_fixture(&name, &[]).unwrap());
+        let ready = features
+            .lines()
+            .find_map(|l| l.strip_prefix("feature.node.kubernetes.io/coral-tpu.ready.count="))
+            .unwrap_or("0");
+        assert_eq!((pci + usb).to_string(), ready, "{name}");
+        let golden = fixtures_dir().join(&name).join("frigate.yaml");
+        if update {
+            fs::write(&golden, &text).unwrap();
+        } else {
+            assert_eq!(
+                text,
+                fs::read_to_string(&golden).unwrap(),
+                "{name}: frigate.yaml golden"
+            );
+        }
+        // Round trip: what the YAML says is exactly what was printed.
+        let mut again = String::new();
+        yaml_rust2::YamlEmitter::new(&mut again)
+            .dump(&docs[0])
+            .unwrap();
+        let reparsed = YamlLoader::load_from_str(&again).unwrap();
+        assert_eq!(reparsed[0], docs[0]);
+        assert!(matches!(docs[0], Yaml::Hash(_)));
+    }
+}
+
+// --- snapshot -----------------------------------------------------------------------
+
+fn features(sys: &Path, dev: &Path) -> String {
+    let out = run(&[
+        "--sysfs-root",
+        sys.to_str().unwrap(),
+        "--dev-root",
+        dev.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    stdout(&out)
+}
+
+fn take_snapshot(sys: &Path, dev: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "snapshot",
+        "--output",
+        out.to_str().unwrap(),
+        "--sysfs-root",
+        sys.to_str().unwrap(),
+        "--dev-root",
+        dev.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn snapshot_replays_byte_for_byte() {
+    for name in scenarios() {
+        let Some(dev) = fixture_dev_root(&name).or_else(|| {
+            no_mknod(&name);
+            None
+        }) else {
+            continue;
+        };
+        let sys = fixtures_dir().join(&name).join("sys");
+        let snap = tempfile::tempdir().unwrap();
+        let out = take_snapshot(&sys, dev.path(), snap.path(), &[]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let live = features(&sys, dev.path());
+        // The nodes the snapshot recreated, and the ones the harness rebuilds from the
+        // manifest, both replay the same.
+        assert_eq!(
+            features(&snap.path().join("sys"), &snap.path().join("dev")),
+            live,
+            "{name}"
+        );
+        let rebuilt = tempfile::tempdir().unwrap();
+        let manifest = fs::read_to_string(snap.path().join("dev.manifest")).unwrap();
+        dev_root_from_list(&manifest, rebuilt.path()).unwrap();
+        assert_eq!(
+            features(&snap.path().join("sys"), rebuilt.path()),
+            live,
+            "{name}"
+        );
+        // doctor sees the same devices and counts too.
+        let d = |sys: &Path, dev: &Path| {
+            let o = run(&[
+                "doctor",
+                "--json",
+                "--sysfs-root",
+                sys.to_str().unwrap(),
+                "--dev-root",
+                dev.to_str().unwrap(),
+            ]);
+            let mut v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            v["searched"]["sysfs_root"] = Value::Null;
+            v["searched"]["dev_root"] = Value::Null;
+            v
+        };
+        assert_eq!(
+            d(&snap.path().join("sys"), rebuilt.path()),
+            d(&sys, dev.path()),
+            "{name}: doctor"
+        );
+        let readme = fs::read_to_string(snap.path().join("README")).unwrap();
+        assert!(readme.contains(env!("CARGO_PKG_VERSION")));
+    }
+}
+
+#[test]
+fn snapshot_of_this_machine() {
+    let snap = tempfile::tempdir().unwrap();
+    let out = take_snapshot(Path::new("/sys"), Path::new("/dev"), snap.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        features(&snap.path().join("sys"), &snap.path().join("dev")),
+        features(Path::new("/sys"), Path::new("/dev"))
+    );
+}
+
+#[test]
+fn snapshot_refuses_a_non_empty_directory() {
+    let Some(dev) = fixture_dev_root("pcie-ready").or_else(|| {
+        no_mknod("snapshot");
+        None
+    }) else {
+        return;
+    };
+    let sys = fixtures_dir().join("pcie-ready/sys");
+    let snap = tempfile::tempdir().unwrap();
+    fs::write(snap.path().join("notes.txt"), "mine").unwrap();
+    let out = take_snapshot(&sys, dev.path(), snap.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert!(!snap.path().join("sys").exists());
+    let out = take_snapshot(&sys, dev.path(), snap.path(), &["--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(snap.path().join("notes.txt")).unwrap(),
+        "mine"
+    );
+    // Twice with --force gives the same tree again (old sys/ replaced, not merged).
+    let out = take_snapshot(&sys, dev.path(), snap.path(), &["--force"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        features(&snap.path().join("sys"), &snap.path().join("dev")),
+        features(&sys, dev.path())
+    );
+}
+
+#[test]
+fn snapshot_stays_inside_its_bounds() {
+    let Some(dev) = fixture_dev_root("pcie-ready").or_else(|| {
+        no_mknod("snapshot");
+        None
+    }) else {
+        return;
+    };
+    let tree = tempfile::tempdir().unwrap();
+    let sys = tree.path().join("sys");
+    copy_tree(&fixtures_dir().join("pcie-ready/sys"), &sys);
+    let apex = sys.join("devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0");
+    std::os::unix::fs::symlink("../../../../../../../../../../etc", apex.join("escape")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", apex.join("absolute")).unwrap();
+    mknod(&apex.join("fifo"), 'p', 0, 0, 0o644).unwrap();
+    fs::write(apex.join("huge"), vec![b'x'; 8 << 20]).unwrap();
+    let snap = tempfile::tempdir().unwrap();
+    let out = take_snapshot(&sys, dev.path(), snap.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let copy = snap
+        .path()
+        .join("sys/devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0");
+    assert!(
+        copy.join("status").is_file(),
+        "the normal attributes are there"
+    );
+    for gone in ["escape", "absolute", "fifo", "huge"] {
+        assert!(
+            copy.join(gone).symlink_metadata().is_err(),
+            "{gone} was copied"
+        );
+    }
+    let readme = fs::read_to_string(snap.path().join("README")).unwrap();
+    assert!(
+        readme.contains("huge") && readme.contains("fifo") && readme.contains("escape"),
+        "{readme}"
+    );
+    // Nothing in the snapshot is larger than an attribute, or anything but a file,
+    // directory, symlink or (under dev/) a device node.
+    let mut stack = vec![snap.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                assert!(
+                    e.metadata().unwrap().len() <= 4096 || e.file_name() == "README",
+                    "{:?}",
+                    e.path()
+                );
+            } else {
+                assert!(
+                    ft.is_symlink() || e.path().starts_with(snap.path().join("dev")),
+                    "{:?}",
+                    e.path()
+                );
+            }
+        }
+    }
+    assert!(!snap.path().join("sys/etc").exists());
+}
