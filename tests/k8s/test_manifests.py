@@ -1,0 +1,340 @@
+"""The NFD rules and Kubernetes manifests, rendered and cross-checked offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+import nfd
+from conftest import FIXTURES, KUSTOMIZATIONS, REPO, binary, coral_nfd, find, render, scenarios
+
+K8S_VERSION = "1.37.0"
+P = "feature.node.kubernetes.io/"
+
+
+# --- rendering and schemas ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
+def test_renders_and_validates_strictly(name):
+    objs = render(name)
+    assert objs, f"{name} rendered nothing"
+    for o in objs:
+        # Unknown fields are errors (strict), against the Kubernetes OpenAPI schemas.
+        kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+
+
+def load_yaml(path):
+    with open(os.path.join(REPO, path)) as fh:
+        return yaml.safe_load(fh)
+
+
+def rules_of_cr():
+    return nfd.NodeFeatureRule.model_validate(load_yaml("nfd-config/nodefeaturerule.yaml")).spec.rules
+
+
+def rules_of_worker_conf():
+    conf = nfd.WorkerConfig.model_validate(load_yaml("nfd-config/nfd-worker.conf"))
+    return conf, conf.sources.custom
+
+
+def er_rules():
+    return nfd.NodeFeatureRule.model_validate(load_yaml("nfd-config/extended-resources.yaml")).spec.rules
+
+
+def test_nfd_objects_parse_strictly_with_valid_labels():
+    for rule in rules_of_cr() + rules_of_worker_conf()[1] + er_rules():
+        nfd.check_rule_outputs(rule)
+    conf, _ = rules_of_worker_conf()
+    # The seed's configuration, brought up to date.
+    assert "0880" in conf.sources.pci.deviceClassWhitelist
+    assert "class" in conf.sources.pci.deviceLabelFields and "vendor" in conf.sources.pci.deviceLabelFields
+    assert conf.core.sleepInterval and "-cpu" in conf.core.featureSources
+    # An unknown field is refused by the models (they are strict).
+    bad = load_yaml("nfd-config/nodefeaturerule.yaml")
+    bad["spec"]["rules"][0]["matchFeature"] = []
+    with pytest.raises(Exception):
+        nfd.NodeFeatureRule.model_validate(bad)
+
+
+def test_worker_conf_rules_equal_the_node_feature_rule():
+    assert [r.model_dump() for r in rules_of_worker_conf()[1]] == [r.model_dump() for r in rules_of_cr()]
+
+
+def test_worker_conf_kustomization_is_the_upstream_configmap():
+    cm = find(render("nfd-config"), "ConfigMap")
+    assert cm["metadata"]["name"] == "nfd-worker-conf"
+    assert cm["metadata"]["namespace"] == "node-feature-discovery"
+    with open(os.path.join(REPO, "nfd-config/nfd-worker.conf")) as fh:
+        assert cm["data"]["nfd-worker.conf"] == fh.read()
+
+
+def test_seed_rule_is_kept():
+    seed = next(r for r in rules_of_cr() if r.labels and P + "has-pcie-tpu" in r.labels)
+    exprs = seed.matchFeatures[0].matchExpressions
+    assert seed.matchFeatures[0].feature == "pci.device"
+    assert exprs["vendor"].value == ["1ac1"] and exprs["device"].value == ["089a"]
+
+
+# --- end to end: fixture -> coral-nfd -> rules -> labels -> affinity ----------------------
+
+PCIE_READY = {"pcie-ready", "pcie-dual", "pcie-throttled", "pcie-staging-driver", "devboard",
+              "rpi5-switch", "pcie-and-usb"}
+USB_READY = {"usb-dfu-usb3", "usb-app-usb2", "pcie-and-usb"}
+PCIE_PRESENT = PCIE_READY | {"pcie-no-driver", "pcie-probe-failed", "pcie-node-missing",
+                             "pcie-node-mismatch", "pcie-lamed", "pcie-not-answering", "pcie-vfio"}
+USB_PRESENT = USB_READY
+
+# Where each Frigate overlay must be schedulable, written down by hand.
+SCHEDULABLE = {
+    "pcie": PCIE_READY,
+    "pcie-dual": {"pcie-dual"},
+    "usb": USB_READY,
+    "device-plugin": PCIE_READY,
+}
+
+
+def node_labels(scenario: str, with_coral_nfd: bool = True):
+    code, out = coral_nfd(scenario)
+    assert code == 0
+    features, labels = nfd.node_features(os.path.join(FIXTURES, scenario, "sys"),
+                                         out if with_coral_nfd else None)
+    rule_labels, _ = nfd.evaluate(rules_of_cr(), features)
+    worker_labels, _ = nfd.evaluate(rules_of_worker_conf()[1], features)
+    assert rule_labels == worker_labels, f"{scenario}: CR and worker custom rules disagree"
+    _, resources = nfd.evaluate(er_rules(), features)
+    return {**labels, **rule_labels}, resources
+
+
+def deployment_affinity(overlay: str) -> dict:
+    return find(render(overlay), "Deployment", "frigate")["spec"]["template"]["spec"]["affinity"]
+
+
+def test_every_scenario_is_covered():
+    assert set(scenarios()) >= PCIE_PRESENT | USB_PRESENT
+    assert len(scenarios()) >= 15
+
+
+@pytest.mark.parametrize("overlay", sorted(SCHEDULABLE))
+def test_overlay_schedules_exactly_where_its_tpu_works(overlay):
+    affinity = deployment_affinity(overlay)
+    got = {s for s in scenarios() if nfd.affinity_matches(affinity, node_labels(s)[0])}
+    assert got == SCHEDULABLE[overlay]
+
+
+def test_rule_labels_per_scenario():
+    for s in scenarios():
+        labels, resources = node_labels(s)
+        assert (labels.get(P + "has-pcie-tpu") == "true") == (s in PCIE_PRESENT), s
+        assert (labels.get(P + "has-usb-tpu") == "true") == (s in USB_PRESENT), s
+        needs = s in PCIE_PRESENT - PCIE_READY
+        assert (labels.get(P + "coral-tpu.needs-attention") == "true") == needs, s
+        assert (labels.get(P + "coral-tpu.driver.outdated") == "true") == (s == "pcie-staging-driver"), s
+        assert P + "coral-nfd.not-reporting" not in labels, s
+        ready = int(labels.get(P + "coral-tpu.ready.count", "0"))
+        assert resources == ({"coral.ai/tpu": str(ready)} if ready else {}), s
+        for k, v in labels.items():
+            assert nfd.is_qualified_name(k) and nfd.is_label_value(v), (s, k, v)
+
+
+def test_hardware_labels_without_coral_nfd():
+    # Before coral-nfd runs (or long after it stopped): the seed's label still appears,
+    # the not-reporting label says why nothing else does, and nothing is schedulable.
+    for s in scenarios():
+        labels, resources = node_labels(s, with_coral_nfd=False)
+        assert (labels.get(P + "has-pcie-tpu") == "true") == (s in PCIE_PRESENT), s
+        present = s in PCIE_PRESENT | USB_PRESENT
+        assert (labels.get(P + "coral-nfd.not-reporting") == "true") == present, s
+        assert resources == {}
+        for overlay in SCHEDULABLE:
+            assert not nfd.affinity_matches(deployment_affinity(overlay), labels), (s, overlay)
+
+
+def test_device_plugin_runs_where_a_coral_is():
+    ds = find(render("device-plugin"), "DaemonSet", "generic-device-plugin")
+    affinity = ds["spec"]["template"]["spec"]["affinity"]
+    got = {s for s in scenarios() if nfd.affinity_matches(affinity, node_labels(s)[0])}
+    assert got == PCIE_PRESENT | USB_PRESENT
+
+
+def test_a_typo_in_a_selector_fails():
+    # The evaluator is strict enough to catch a renamed key.
+    affinity = deployment_affinity("pcie")
+    expr = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"][0]["matchExpressions"][0]
+    broken = {**expr, "key": expr["key"].replace("apex_0", "apex0")}
+    bad = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [broken]}]}}}
+    assert not nfd.affinity_matches(bad, node_labels("pcie-ready")[0])
+
+
+# --- Frigate -------------------------------------------------------------------------
+
+# overlay -> (fixture whose frigate-config it must match, device pass-through mounts)
+FRIGATE = {
+    "pcie": ("pcie-ready", ["/dev/apex_0"]),
+    "pcie-dual": ("pcie-dual", ["/dev/apex_0", "/dev/apex_1"]),
+    "usb": ("usb-dfu-usb3", ["/dev/bus/usb"]),
+    "device-plugin": ("pcie-ready", []),
+}
+
+
+def frigate_config(overlay: str) -> dict:
+    cm = find(render(overlay), "ConfigMap", "frigate-config")
+    return yaml.safe_load(cm["data"]["config.yml"])
+
+
+def same_device(a: str, b: str) -> bool:
+    """'usb' is the first USB stick, as is 'usb:0'; likewise 'pci'."""
+    norm = {"usb": "usb:0", "pci": "pci:0"}
+    return norm.get(a, a) == norm.get(b, b)
+
+
+@pytest.mark.parametrize("overlay", sorted(FRIGATE))
+def test_frigate_detectors_match_the_overlay(overlay):
+    fixture, mounts = FRIGATE[overlay]
+    detectors = frigate_config(overlay)["detectors"]
+    assert all(d["type"] == "edgetpu" for d in detectors.values())
+    code, out = coral_nfd(fixture, "frigate-config")
+    assert code == 0
+    generated = yaml.safe_load(out)["detectors"]
+    assert list(detectors) == list(generated)
+    for name, d in detectors.items():
+        assert same_device(d["device"], generated[name]["device"]), (name, d, generated[name])
+    dep = find(render(overlay), "Deployment", "frigate")
+    spec = dep["spec"]["template"]["spec"]
+    container = next(c for c in spec["containers"] if c["name"] == "frigate")
+    paths = {m["mountPath"] for m in container["volumeMounts"]}
+    for m in mounts:
+        assert m in paths, f"{overlay}: {m} not mounted"
+    host = {v["hostPath"]["path"]: v["hostPath"].get("type") for v in spec["volumes"] if "hostPath" in v}
+    for m in mounts:
+        assert host.get(m) in ("CharDevice", "Directory"), f"{overlay}: {m} hostPath type"
+    sc = container.get("securityContext", {})
+    if overlay == "device-plugin":
+        assert not host, "device-plugin overlay has no host paths"
+        assert sc.get("privileged") is False
+        assert container["resources"]["limits"]["squat.ai/coral"] == "1"
+    else:
+        assert sc.get("privileged") is True
+
+
+def test_frigate_base():
+    objs = render("frigate-base")
+    dep = find(objs, "Deployment", "frigate")
+    spec = dep["spec"]
+    assert spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]["spec"]
+    c = next(c for c in pod["containers"] if c["name"] == "frigate")
+    ports = {(p["containerPort"], p.get("protocol", "TCP")) for p in c["ports"]}
+    assert {(5000, "TCP"), (8971, "TCP"), (8554, "TCP"), (8555, "TCP"), (8555, "UDP")} <= ports
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert probe in c, probe
+    vols = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    shm = vols[mounts["/dev/shm"]["name"]]["emptyDir"]
+    assert shm["medium"] == "Memory" and shm["sizeLimit"]
+    assert vols[mounts["/tmp/cache"]["name"]]["emptyDir"]["medium"] == "Memory"
+    assert "persistentVolumeClaim" in vols[mounts["/config"]["name"]]
+    assert "persistentVolumeClaim" in vols[mounts["/media/frigate"]["name"]]
+    tmpl = mounts["/usr/local/nginx/templates/listen.gotmpl"]
+    assert tmpl["subPath"] == "listen.gotmpl"
+    svc = find(objs, "Service", "frigate")
+    assert svc["spec"]["ipFamilyPolicy"] == "PreferDualStack"
+    # The seed config is copied into /config only when absent.
+    init = pod["initContainers"][0]
+    script = " ".join(init["command"])
+    assert "[ -e /config/config.yml ]" in script and "cp /seed/config.yml /config/config.yml" in script
+
+
+def test_nginx_template_binds_dual_stack():
+    cm = find(render("frigate-base"), "ConfigMap", "frigate-nginx-templates")
+    lines = [l.strip() for l in cm["data"]["listen.gotmpl"].splitlines()]
+    listens = [l for l in lines if l.startswith("listen ")]
+    assert "listen [::]:8971 ipv6only=off;" in listens
+    assert "listen [::]:8971 ipv6only=off ssl;" in listens
+    assert "listen [::]:5000 ipv6only=off;" in listens
+    # Every listen binds [::] for both families; none is IPv4-only or loopback-only.
+    for l in listens:
+        assert l.startswith("listen [::]:") and "ipv6only=off" in l, l
+
+
+# --- coral-nfd DaemonSet and sidecar ---------------------------------------------------
+
+ARGS = ["--output-file", "/etc/kubernetes/node-feature-discovery/features.d/coral-nfd",
+        "--sleep-interval", "60s", "--sysfs-root", "/host/sys", "--dev-root", "/host/dev"]
+
+
+def check_coral_nfd_container(c: dict, pod: dict) -> None:
+    assert c["args"] == ARGS
+    sc = c["securityContext"]
+    assert sc.get("privileged") is False
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    seccomp = sc.get("seccompProfile") or pod.get("securityContext", {}).get("seccompProfile")
+    assert seccomp == {"type": "RuntimeDefault"}
+    assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["cpu"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert vols[mounts["/host/sys"]["name"]]["hostPath"]["path"] == "/sys"
+    assert mounts["/host/sys"]["readOnly"] is True
+    assert vols[mounts["/host/dev"]["name"]]["hostPath"]["path"] == "/dev"
+    assert mounts["/host/dev"]["readOnly"] is True
+    fd = mounts["/etc/kubernetes/node-feature-discovery/features.d"]
+    assert not fd.get("readOnly")
+    assert vols[fd["name"]]["hostPath"]["path"].rstrip("/") == "/etc/kubernetes/node-feature-discovery/features.d"
+
+
+def test_coral_nfd_daemonset():
+    ds = find(render("coral-nfd"), "DaemonSet", "coral-nfd")
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert ds["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    assert pod["terminationGracePeriodSeconds"] <= 30
+    (c,) = pod["containers"]
+    check_coral_nfd_container(c, pod)
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["features-d"]["hostPath"]["type"] == "DirectoryOrCreate"
+    # The image is set through kustomize images:, not hard-coded.
+    assert c["image"] == "ghcr.io/coral-nfd/coral-nfd:0.1.0"
+
+
+def test_sidecar_shares_features_d_with_nfd_worker():
+    ds = find(render("sidecar"), "DaemonSet", "nfd-worker")
+    pod = ds["spec"]["template"]["spec"]
+    names = [c["name"] for c in pod["containers"]]
+    assert names == ["nfd-worker", "coral-nfd"]
+    worker, sidecar = pod["containers"]
+    check_coral_nfd_container(sidecar, pod)
+    assert sidecar["image"] == "registry.example.com/coral-nfd:0.1.0"
+    wm = {m["name"]: m for m in worker["volumeMounts"]}
+    sm = {m["name"]: m for m in sidecar["volumeMounts"]}
+    assert wm["features-d"]["readOnly"] is True and not sm["features-d"].get("readOnly")
+    assert len([v for v in pod["volumes"] if v["name"] == "features-d"]) == 1
+
+
+# --- the binary in the image -----------------------------------------------------------
+
+def test_static_release_build_runs_and_is_not_dynamically_linked():
+    target = "x86_64-unknown-linux-gnu"
+    env = {**os.environ, "RUSTFLAGS": "-C target-feature=+crt-static",
+           "CARGO_TARGET_DIR": os.path.join(REPO, "target", "static")}
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--target", target],
+                   cwd=REPO, env=env, check=True)
+    exe = os.path.join(REPO, "target", "static", target, "release", "coral-nfd")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("coral-nfd ")
+    headers = subprocess.run(["readelf", "-lW", exe], capture_output=True, text=True, check=True).stdout
+    assert "INTERP" not in headers, "needs a dynamic loader"
+    dynamic = subprocess.run(["readelf", "-dW", exe], capture_output=True, text=True).stdout
+    assert "NEEDED" not in dynamic, "links shared libraries"
+    # And it does the job inside an empty environment, as in the scratch image.
+    p = subprocess.run([exe, "--sysfs-root", os.path.join(FIXTURES, "pcie-no-driver", "sys")],
+                       capture_output=True, text=True, env={})
+    assert p.returncode == 0 and "coral-tpu.present=true" in p.stdout
+    assert binary()  # the debug build the other tests use exists too
