@@ -3,6 +3,7 @@
 use crate::commands;
 use crate::daemon;
 use crate::features;
+use crate::hotplug;
 use crate::inventory;
 use crate::label::Prefix;
 use crate::output::{self, AtomicFile};
@@ -109,7 +110,8 @@ pub struct Labeler {
     pub output_file: Option<PathBuf>,
 
     /// Keep running and rescan every DURATION (e.g. 60s, 5m); requires --output-file.
-    /// Without it, scan once and exit. SIGHUP rescans at once.
+    /// Without it, scan once and exit. A Coral device node appearing or vanishing
+    /// under the dev root (inotify), or SIGHUP, rescans at once.
     #[arg(
         long,
         value_name = "DURATION",
@@ -223,13 +225,20 @@ fn run_labeler(cli: &Labeler, sys: &Root, dev: &Root) -> ExitCode {
 
     if let (Some(interval), Some(path)) = (cli.sleep_interval, &cli.output_file) {
         let out = AtomicFile::new(path);
-        let (_tx, rx) = match daemon::events() {
+        let (tx, rx) = match daemon::events() {
             Ok(ch) => ch,
             Err(e) => {
                 eprintln!("coral-nfd: error: cannot install signal handlers: {e}");
                 return ExitCode::from(1);
             }
         };
+        if let Err(e) = hotplug::spawn(dev.path(), tx) {
+            eprintln!(
+                "coral-nfd: warning: cannot watch {} for hotplug ({e}); rescanning every {} only",
+                dev.path().display(),
+                humantime::format_duration(interval)
+            );
+        }
         let config = daemon::Config {
             interval,
             expiry,

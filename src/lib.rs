@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod features;
 pub mod frigate;
+pub mod hotplug;
 pub mod inventory;
 pub mod label;
 pub mod output;

@@ -332,7 +332,12 @@ fn remove_on_exit_deletes_the_file() {
 
 #[test]
 fn sighup_rescans_at_once() {
-    let Some(b) = bed() else { return };
+    let Some(mut b) = bed() else { return };
+    // A change in sysfs, which sends no inotify event: only SIGHUP (or the interval)
+    // makes the daemon look again.
+    let sys = b.dir.path().join("sys");
+    copy_tree(&b.sys, &sys);
+    b.sys = sys;
     let out = b.out();
     let mut args = b.args(&out);
     args.extend(["--sleep-interval".into(), "1h".into()]);
@@ -340,7 +345,10 @@ fn sighup_rescans_at_once() {
     wait_for("first write", Duration::from_secs(5), || {
         ready_in(&read(&out)) == Some(true)
     });
-    b.set_ready(false);
+    let status = b
+        .sys
+        .join("devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0/status");
+    fs::write(&status, "LAMED\n").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         ready_in(&read(&out)),
@@ -456,4 +464,146 @@ fn stale_temporary_files_are_cleaned_at_start() {
         Some(0)
     );
     assert_eq!(fs::read_dir(&staging).unwrap().count(), 0);
+}
+
+// --- hotplug ---------------------------------------------------------------------------
+
+/// Counts renames onto the output file (each is one published update).
+struct RenameCounter {
+    inotify: inotify::Inotify,
+    name: std::ffi::OsString,
+}
+
+impl RenameCounter {
+    fn new(out: &Path) -> Self {
+        let inotify = inotify::Inotify::init().unwrap();
+        inotify
+            .watches()
+            .add(out.parent().unwrap(), inotify::WatchMask::MOVED_TO)
+            .unwrap();
+        RenameCounter {
+            inotify,
+            name: out.file_name().unwrap().to_os_string(),
+        }
+    }
+
+    fn count(&mut self) -> usize {
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        while let Ok(events) = self.inotify.read_events(&mut buf) {
+            let got: Vec<_> = events
+                .filter(|e| e.name == Some(self.name.as_os_str()))
+                .collect();
+            if got.is_empty() {
+                break;
+            }
+            n += got.len();
+        }
+        n
+    }
+}
+
+#[test]
+fn apex_node_hotplug_is_seen_at_once() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend(["--sleep-interval".into(), "1h".into()]);
+    let mut child = spawn(&args);
+    wait_for("first write", Duration::from_secs(5), || {
+        ready_in(&read(&out)) == Some(true)
+    });
+    for round in 0..5 {
+        b.set_ready(false);
+        wait_for("node removal seen", Duration::from_secs(3), || {
+            ready_in(&read(&out)) == Some(false)
+        });
+        b.set_ready(true);
+        wait_for("node creation seen", Duration::from_secs(3), || {
+            ready_in(&read(&out)) == Some(true)
+        });
+        eprintln!("hotplug round {round} seen");
+    }
+    kill(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+#[test]
+fn usb_bus_directories_may_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = fixtures_dir().join("usb-dfu-usb3/sys");
+    let dev = dir.path().join("dev");
+    fs::create_dir_all(&dev).unwrap();
+    let out = dir.path().join("features.d/coral-nfd");
+    let args: Vec<String> = [
+        "--sysfs-root",
+        sys.to_str().unwrap(),
+        "--dev-root",
+        dev.to_str().unwrap(),
+        "--output-file",
+        out.to_str().unwrap(),
+        "--sleep-interval",
+        "1h",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let usb_ready = |c: &str| c.contains("coral-tpu.usb.ready.count=1\n");
+    let mut child = spawn(&args);
+    wait_for("first write", Duration::from_secs(5), || out.exists());
+    assert!(!usb_ready(&read(&out)));
+    // /dev/bus, /dev/bus/usb and /dev/bus/usb/002 do not exist yet: each level appears.
+    for round in 0..3 {
+        fs::create_dir(dev.join("bus")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        fs::create_dir(dev.join("bus/usb")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        fs::create_dir(dev.join("bus/usb/002")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        if mknod(&dev.join("bus/usb/002/003"), 'c', 189, 130, 0o664).is_none() {
+            no_mknod("usb hotplug");
+            return;
+        }
+        wait_for("usb node seen", Duration::from_secs(3), || {
+            usb_ready(&read(&out))
+        });
+        fs::remove_dir_all(dev.join("bus")).unwrap();
+        wait_for("usb tree removal seen", Duration::from_secs(3), || {
+            !usb_ready(&read(&out))
+        });
+        eprintln!("usb round {round} seen");
+    }
+    kill(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
+#[test]
+fn a_burst_of_events_gives_one_write() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let mut args = b.args(&out);
+    args.extend([
+        "--sleep-interval".into(),
+        "1h".into(),
+        "--expiry".into(),
+        "0".into(),
+    ]);
+    let mut child = spawn(&args);
+    wait_for("first write", Duration::from_secs(5), || {
+        ready_in(&read(&out)) == Some(true)
+    });
+    let mut renames = RenameCounter::new(&out);
+    // Ten flips within a few milliseconds, ending not ready, plus noise in /dev.
+    for i in 0..11 {
+        b.set_ready(i % 2 == 1);
+        fs::write(b.dev.join(format!("tty{i}")), "").unwrap();
+    }
+    wait_for("burst seen", Duration::from_secs(3), || {
+        ready_in(&read(&out)) == Some(false)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let n = renames.count();
+    assert!((1..=2).contains(&n), "{n} writes for one burst");
+    kill(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
 }
