@@ -561,6 +561,8 @@ fn usb_bus_directories_may_come_and_go() {
         fs::create_dir(dev.join("bus/usb/002")).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         if mknod(&dev.join("bus/usb/002/003"), 'c', 189, 130, 0o664).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
             no_mknod("usb hotplug");
             return;
         }
