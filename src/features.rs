@@ -164,14 +164,20 @@ pub fn header() -> String {
     )
 }
 
-/// The key lines, sorted bytewise by key, each raw feature behind `# +no-label`;
+/// The key lines (`key=value`), sorted bytewise, each raw feature behind `# +no-label`;
 /// limited so that the whole file stays under NFD's size limit (raw features go
 /// first, then per-device labels, from the end).
 pub fn render_body(features: &[Feature], prefix: &Prefix) -> (String, Vec<String>) {
     let mut warnings = Vec::new();
+    // (the `key=value` line, the text written for it, tier)
     let mut lines: Vec<(String, String, Tier)> = Vec::with_capacity(features.len());
+    let mut seen = std::collections::HashSet::new();
     for f in features {
         let key = format!("{prefix}{}", f.name);
+        if !seen.insert(key.clone()) {
+            warnings.push(format!("left out a second value for {key:?}"));
+            continue;
+        }
         let valid = label::is_qualified_name(&key)
             && if f.is_label() {
                 label::is_label_value(&f.value)
@@ -182,15 +188,15 @@ pub fn render_body(features: &[Feature], prefix: &Prefix) -> (String, Vec<String
             warnings.push(format!("left out invalid feature {key:?}={:?}", f.value));
             continue;
         }
+        let line = format!("{key}={}", f.value);
         let text = if f.is_label() {
-            format!("{key}={}\n", f.value)
+            format!("{line}\n")
         } else {
-            format!("# +no-label\n{key}={}\n", f.value)
+            format!("# +no-label\n{line}\n")
         };
-        lines.push((key, text, f.tier));
+        lines.push((line, text, f.tier));
     }
     lines.sort_by(|a, b| a.0.cmp(&b.0));
-    lines.dedup_by(|a, b| a.0 == b.0);
 
     let budget = NFD_MAX_FILE_BYTES - HEADER_RESERVE;
     let mut total: usize = lines.iter().map(|l| l.1.len()).sum();
@@ -297,14 +303,13 @@ mod tests {
         ] {
             assert!(b.contains(line), "missing {line:?} in\n{b}");
         }
-        let keys: Vec<&str> = b
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| l.split('=').next().unwrap())
-            .collect();
+        let keys: Vec<&str> = b.lines().filter(|l| !l.starts_with('#')).collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+        // Bytewise on the whole line: `ready.count=` sorts before `ready=`.
+        let pos = |k: &str| keys.iter().position(|l| l.contains(k)).unwrap();
+        assert!(pos("coral-tpu.ready.count=") < pos("coral-tpu.ready=true"));
     }
 
     #[test]
