@@ -10,6 +10,7 @@ a temporary dev root). The golden `expected` output is written by the tests
 Layouts follow ../shared/facts/coral-hardware.md. Run from the repository root:
     python3 scripts/make-fixtures.py
 It removes and rebuilds every scenario's sys/ and dev.list; `expected` files stay.
+`python3 scripts/make-fixtures.py --bench DIR` writes the (uncommitted) benchmark trees.
 """
 
 import os
@@ -462,7 +463,76 @@ SCENARIOS = {
 }
 
 
+# --- benchmark trees (scripts/bench.py; not committed) ---------------------------------
+
+def realistic(t):
+    """A busy server: about 160 PCI functions and 35 USB devices, among them a Dual Edge
+    TPU card (two functions) and one USB Accelerator (firmware loaded, USB 3)."""
+    server(t)
+    # More functions under a third host bridge: NVMe drives behind a switch, NIC
+    # virtual functions, platform functions, the Coral card and a second xHCI.
+    host = "devices/pci0000:c0"
+    t.file(f"{host}/uevent", "")
+    sw = t.pci(host, "0000:c0:03.0", "8086", "a330", "060400", "pcieport")
+    for i in range(8):
+        t.pci(sw, f"0000:d{i}:00.0", "144d", "a80a", "010802", "nvme", ("144d", "a801"))
+    vf_parent = "devices/pci0000:00/0000:00:01.0/0000:18:00.0"
+    for i in range(1, 32):
+        t.pci(vf_parent, f"0000:18:{(i >> 3) + 0x10:02x}.{i & 7}", "14e4", "16dc", "020000", "bnxt_en")
+    for i in range(12):
+        t.pci(host, f"0000:c0:1f.{i}" if i < 8 else f"0000:c0:1e.{i - 8}", "8086", f"a3{i:02x}", "0c8000")
+    apex_driver(t)
+    rp3 = t.pci(host, "0000:c0:01.0", "8086", "a33c", "060400", "pcieport")
+    rp4 = t.pci(host, "0000:c0:02.0", "8086", "a33d", "060400", "pcieport")
+    coral_card(t, rp3, "0000:c1:00.0", n=0, node_gid=999)
+    coral_card(t, rp4, "0000:c2:00.0", n=1, node_gid=999)
+    xhci = t.pci(host, "0000:c0:14.0", "8086", "a36d", "0c0330", "xhci_hcd")
+    t.usb_root_hub(xhci, 3, False)
+    t.usb_root_hub(xhci, 4, True)
+    hub = t.usb_dev(f"{xhci}/usb3", "3-1", "05e3", "0610", 3, 2, "480", cls="09", interfaces=(("09", "00", "02"),))
+    n = 3
+    for port in range(1, 5):
+        sub = t.usb_dev(hub, f"3-1.{port}", "05e3", "0610", 3, n, "480", cls="09", interfaces=(("09", "00", "02"),))
+        n += 1
+        for p2 in range(1, 7):
+            t.usb_dev(sub, f"3-1.{port}.{p2}", "0403", "6001", 3, n, "12",
+                      {"manufacturer": "FTDI", "product": "FT232R USB UART", "serial": f"A{n:07d}"})
+            n += 1
+    t.usb_dev(f"{xhci}/usb4", "4-2", "18d1", "9302", 4, 2, "5000")
+
+
+def scale(n_pci, n_tpu):
+    def build(t):
+        host = "devices/pci0000:00"
+        apex_driver(t)
+        for i in range(n_pci - n_tpu):
+            t.pci(host, f"0000:{0x80 + (i >> 8) % 0x80:02x}:{(i >> 3) & 0x1f:02x}.{i & 7}", "8086", "1234", "020000")
+        for i in range(n_tpu):
+            bridge = t.pci(host, f"0000:00:{i >> 3:02x}.{i & 7}", "8086", "a33c", "060400", "pcieport")
+            coral_card(t, bridge, f"0000:{i + 1:02x}:00.0", n=i)
+    return build
+
+
+def bench(out):
+    trees = {"realistic": realistic}
+    for n in (64, 512, 4096):
+        for tpus in (1, 8, 64):
+            if tpus < n:
+                trees[f"scale-{n}-{tpus}"] = scale(n, tpus)
+    for name, build in trees.items():
+        base = os.path.join(out, name)
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base)
+        t = Tree(base)
+        build(t)
+        t.write_dev_list(base)
+        print(f"{name}: {sum(len(f) for _, _, f in os.walk(t.sys))} files")
+
+
 def main():
+    if sys.argv[1:2] == ["--bench"]:
+        bench(sys.argv[2])
+        return
     only = set(sys.argv[1:])
     for name, build in SCENARIOS.items():
         if only and name not in only:
