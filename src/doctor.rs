@@ -753,30 +753,19 @@ pub fn render_text(r: &Report, colour: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{ApexDetails, NodeInfo};
+    use crate::inventory::ApexDetails;
+    use crate::inventory::testing;
 
     fn apex(temp: i64) -> ApexDevice {
         ApexDevice {
-            name: "apex_0".into(),
-            index: 0,
-            function: Some("0000:03:00.0".into()),
-            dev: Attr::Value((120, 0)),
-            node: Attr::Value(NodeInfo {
-                char_device: true,
-                rdev: (120, 0),
-                mode: 0o660,
-                uid: 0,
-                gid: 0,
-            }),
-            status: Attr::Value(Status::Alive),
             temp: Attr::Value(temp),
-            class_order: 0,
             details: Some(ApexDetails {
                 trip_points: [Attr::Value(84800), Attr::Value(89800), Attr::Value(94800)],
                 interrupt_counts: true,
                 driver_version: Attr::Value("1.2".into()),
                 framework_version: Attr::Value("1.1.4".into()),
             }),
+            ..testing::apex(0)
         }
     }
 

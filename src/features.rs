@@ -239,38 +239,10 @@ pub fn render(body: &str, expires: Option<SystemTime>) -> String {
 mod tests {
     use super::*;
     use crate::attr::Status;
-    use crate::inventory::{ApexDevice, NodeInfo, PcieFunction};
     use std::time::{Duration, UNIX_EPOCH};
 
     fn one_tpu() -> Inventory {
-        Inventory {
-            driver_loaded: true,
-            driver_version: Attr::Value("1.2".into()),
-            gasket_version: Attr::Value("1.1.4".into()),
-            pcie: vec![PcieFunction {
-                address: "0000:03:00.0".into(),
-                driver: Attr::Value("apex".into()),
-                apex: Some("apex_0".into()),
-            }],
-            apex: vec![ApexDevice {
-                name: "apex_0".into(),
-                index: 0,
-                function: Some("0000:03:00.0".into()),
-                dev: Attr::Value((120, 0)),
-                node: Attr::Value(NodeInfo {
-                    char_device: true,
-                    rdev: (120, 0),
-                    mode: 0o660,
-                    uid: 0,
-                    gid: 0,
-                }),
-                status: Attr::Value(Status::Alive),
-                temp: Attr::Value(49300),
-                class_order: 0,
-                details: None,
-            }],
-            ..Inventory::default()
-        }
+        crate::inventory::testing::one_ready_tpu()
     }
 
     fn body(inv: &Inventory) -> String {

@@ -94,34 +94,16 @@ pub fn detectors(inv: &Inventory) -> FrigateConfig {
 mod tests {
     use super::*;
     use crate::attr::Status;
-    use crate::inventory::{ApexDevice, NodeInfo, PcieFunction};
+    use crate::inventory::testing::{apex, function};
+    use crate::inventory::{ApexDevice, PcieFunction};
 
     fn tpu(n: u32, order: usize, status: Status) -> (PcieFunction, ApexDevice) {
-        let addr = format!("0000:0{}:00.0", n + 3);
-        (
-            PcieFunction {
-                address: addr.clone(),
-                driver: Attr::Value("apex".into()),
-                apex: Some(format!("apex_{n}")),
-            },
-            ApexDevice {
-                name: format!("apex_{n}"),
-                index: n,
-                function: Some(addr),
-                dev: Attr::Value((120, n)),
-                node: Attr::Value(NodeInfo {
-                    char_device: true,
-                    rdev: (120, n),
-                    mode: 0o660,
-                    uid: 0,
-                    gid: 0,
-                }),
-                status: Attr::Value(status),
-                temp: Attr::Absent,
-                class_order: order,
-                details: None,
-            },
-        )
+        let a = ApexDevice {
+            status: Attr::Value(status),
+            class_order: order,
+            ..apex(n)
+        };
+        (function(n), a)
     }
 
     #[test]

@@ -281,3 +281,55 @@ pub(crate) fn list_dir_unsorted(root: &Root, rel: &str, w: &mut Warnings) -> Vec
         }
     }
 }
+
+/// Plain values for the composing side's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub fn char_node(rdev: (u32, u32)) -> Node {
+        Attr::Value(NodeInfo {
+            char_device: true,
+            rdev,
+            mode: 0o660,
+            uid: 0,
+            gid: 0,
+        })
+    }
+
+    /// PCIe function `0000:0{N+3}:00.0` bound to apex, class device `apex_N`.
+    pub fn function(n: u32) -> PcieFunction {
+        PcieFunction {
+            address: format!("0000:{:02x}:00.0", n + 3),
+            driver: Attr::Value("apex".into()),
+            apex: Some(format!("apex_{n}")),
+        }
+    }
+
+    /// `apex_N`, ALIVE at 49.3 C, its node in place.
+    pub fn apex(n: u32) -> ApexDevice {
+        ApexDevice {
+            name: format!("apex_{n}"),
+            index: n,
+            function: Some(function(n).address),
+            dev: Attr::Value((120, n)),
+            node: char_node((120, n)),
+            status: Attr::Value(Status::Alive),
+            temp: Attr::Value(49300),
+            class_order: n as usize,
+            details: None,
+        }
+    }
+
+    /// A node with one ready PCIe TPU (apex 1.2, gasket 1.1.4).
+    pub fn one_ready_tpu() -> Inventory {
+        Inventory {
+            driver_loaded: true,
+            driver_version: Attr::Value("1.2".into()),
+            gasket_version: Attr::Value("1.1.4".into()),
+            pcie: vec![function(0)],
+            apex: vec![apex(0)],
+            ..Inventory::default()
+        }
+    }
+}

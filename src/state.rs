@@ -159,6 +159,7 @@ pub fn usb_state(d: &UsbDevice) -> UsbState {
 mod tests {
     use super::*;
     use crate::inventory::NodeInfo;
+    use crate::inventory::testing::{char_node, one_ready_tpu};
 
     fn node(char_device: bool, rdev: (u32, u32)) -> Node {
         Attr::Value(NodeInfo {
@@ -170,31 +171,8 @@ mod tests {
         })
     }
 
-    fn ready_inventory() -> Inventory {
-        Inventory {
-            driver_loaded: true,
-            pcie: vec![PcieFunction {
-                address: "0000:03:00.0".into(),
-                driver: Attr::Value("apex".into()),
-                apex: Some("apex_0".into()),
-            }],
-            apex: vec![ApexDevice {
-                name: "apex_0".into(),
-                index: 0,
-                function: Some("0000:03:00.0".into()),
-                dev: Attr::Value((120, 0)),
-                node: node(true, (120, 0)),
-                status: Attr::Value(Status::Alive),
-                temp: Attr::Value(49300),
-                class_order: 0,
-                details: None,
-            }],
-            ..Inventory::default()
-        }
-    }
-
     fn state_after(change: impl FnOnce(&mut Inventory)) -> PcieState {
-        let mut inv = ready_inventory();
+        let mut inv = one_ready_tpu();
         change(&mut inv);
         pcie_state(&inv, &inv.pcie[0])
     }
@@ -234,7 +212,7 @@ mod tests {
             PcieState::Node(NodeProblem::NotCharDevice)
         );
         assert_eq!(
-            state_after(|i| i.apex[0].node = node(true, (120, 1))),
+            state_after(|i| i.apex[0].node = char_node((120, 1))),
             PcieState::Node(NodeProblem::Mismatch)
         );
         assert_eq!(
@@ -269,10 +247,10 @@ mod tests {
             devnum: Attr::Value(2),
             dev: Attr::Value((189, 257)),
             speed: Attr::Value("5000".into()),
-            node: node(true, (189, 257)),
+            node: char_node((189, 257)),
         };
         assert_eq!(usb_state(&d), UsbState::Ready);
-        d.node = node(true, (189, 258));
+        d.node = char_node((189, 258));
         assert_eq!(usb_state(&d), UsbState::Node(NodeProblem::Mismatch));
         d.devnum = Attr::Bad;
         assert_eq!(usb_state(&d), UsbState::Unnumbered);

@@ -46,6 +46,25 @@ impl Bed {
     }
 }
 
+impl Bed {
+    /// Starts the daemon on this bed with `extra` flags; returns once the first file
+    /// is there.
+    fn daemon(&self, extra: &[&str]) -> Child {
+        let out = self.out();
+        let mut args = self.args(&out);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = spawn(&args);
+        wait_for("first write", Duration::from_secs(5), || out.exists());
+        child
+    }
+}
+
+/// SIGTERM, then the daemon must exit 0 within two seconds.
+fn stop_daemon(mut child: Child) {
+    kill(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+}
+
 fn bed() -> Option<Bed> {
     let dir = tempfile::tempdir().unwrap();
     let sys = fixtures_dir().join("pcie-ready/sys");
@@ -169,17 +188,8 @@ fn one_shot_expiry_directive() {
 fn reader_never_sees_a_partial_file() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend([
-        "--sleep-interval".into(),
-        "1h".into(),
-        "--expiry".into(),
-        "0".into(),
-    ]);
-    let mut child = spawn(&args);
-    wait_for("first write", Duration::from_secs(5), || {
-        ready_in(&read(&out)).is_some()
-    });
+    let child = b.daemon(&["--sleep-interval", "1h", "--expiry", "0"]);
+    assert!(ready_in(&read(&out)).is_some(), "first write");
 
     // The two complete versions the file may hold.
     let ready_version = read(&out);
@@ -219,23 +229,14 @@ fn reader_never_sees_a_partial_file() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let reads = reader.join().expect("reader saw only complete files");
     assert!(reads > flips, "reader ran {reads} times");
-    kill(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+    stop_daemon(child);
 }
 
 #[test]
 fn unchanged_node_causes_no_rewrite() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend([
-        "--sleep-interval".into(),
-        "50ms".into(),
-        "--expiry".into(),
-        "0".into(),
-    ]);
-    let mut child = spawn(&args);
-    wait_for("first write", Duration::from_secs(5), || out.exists());
+    let child = b.daemon(&["--sleep-interval", "50ms", "--expiry", "0"]);
     let before = fs::metadata(&out).unwrap();
     std::thread::sleep(Duration::from_millis(800)); // about 16 rescans
     let after = fs::metadata(&out).unwrap();
@@ -250,39 +251,26 @@ fn unchanged_node_causes_no_rewrite() {
     wait_for("periodic rescan", Duration::from_secs(5), || {
         ready_in(&read(&out)) == Some(false)
     });
-    kill(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+    stop_daemon(child);
 }
 
 #[test]
 fn expiry_is_refreshed_before_it_runs_out() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend([
-        "--sleep-interval".into(),
-        "200ms".into(),
-        "--expiry".into(),
-        "2s".into(),
-    ]);
-    let mut child = spawn(&args);
-    wait_for("first write", Duration::from_secs(5), || out.exists());
+    let child = b.daemon(&["--sleep-interval", "200ms", "--expiry", "2s"]);
     let first = expiry_of(&read(&out)).expect("expiry directive");
     wait_for("refreshed expiry", Duration::from_secs(6), || {
         expiry_of(&read(&out)).is_some_and(|e| e > first)
     });
-    kill(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+    stop_daemon(child);
 }
 
 #[test]
 fn default_expiry_is_three_intervals() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend(["--sleep-interval".into(), "1h".into()]);
-    let mut child = spawn(&args);
-    wait_for("first write", Duration::from_secs(5), || out.exists());
+    let mut child = b.daemon(&["--sleep-interval", "1h"]);
     let at = humantime::parse_rfc3339(&expiry_of(&read(&out)).unwrap()).unwrap();
     let left = at.duration_since(std::time::SystemTime::now()).unwrap();
     assert!(left > Duration::from_secs(3 * 3600 - 10) && left <= Duration::from_secs(3 * 3600));
@@ -294,10 +282,7 @@ fn default_expiry_is_three_intervals() {
 fn sigterm_exits_promptly_and_keeps_the_file() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend(["--sleep-interval".into(), "1h".into()]);
-    let mut child = spawn(&args);
-    wait_for("first write", Duration::from_secs(5), || out.exists());
+    let mut child = b.daemon(&["--sleep-interval", "1h"]);
     let start = Instant::now();
     kill(&child, rustix::process::Signal::TERM);
     let st = wait_exit(&mut child, Duration::from_secs(1));
@@ -339,12 +324,8 @@ fn sighup_rescans_at_once() {
     copy_tree(&b.sys, &sys);
     b.sys = sys;
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend(["--sleep-interval".into(), "1h".into()]);
-    let mut child = spawn(&args);
-    wait_for("first write", Duration::from_secs(5), || {
-        ready_in(&read(&out)) == Some(true)
-    });
+    let child = b.daemon(&["--sleep-interval", "1h"]);
+    assert!(ready_in(&read(&out)) == Some(true), "first write");
     let status = b
         .sys
         .join("devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0/status");
@@ -359,8 +340,7 @@ fn sighup_rescans_at_once() {
     wait_for("rescan after SIGHUP", Duration::from_secs(2), || {
         ready_in(&read(&out)) == Some(false)
     });
-    kill(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+    stop_daemon(child);
 }
 
 /// Blocks the staging directory with a regular file: no write can succeed, even as root.
@@ -507,12 +487,8 @@ impl RenameCounter {
 fn apex_node_hotplug_is_seen_at_once() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend(["--sleep-interval".into(), "1h".into()]);
-    let mut child = spawn(&args);
-    wait_for("first write", Duration::from_secs(5), || {
-        ready_in(&read(&out)) == Some(true)
-    });
+    let child = b.daemon(&["--sleep-interval", "1h"]);
+    assert!(ready_in(&read(&out)) == Some(true), "first write");
     for round in 0..5 {
         b.set_ready(false);
         wait_for("node removal seen", Duration::from_secs(3), || {
@@ -524,8 +500,7 @@ fn apex_node_hotplug_is_seen_at_once() {
         });
         eprintln!("hotplug round {round} seen");
     }
-    kill(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+    stop_daemon(child);
 }
 
 #[test]
@@ -575,25 +550,15 @@ fn usb_bus_directories_may_come_and_go() {
         });
         eprintln!("usb round {round} seen");
     }
-    kill(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+    stop_daemon(child);
 }
 
 #[test]
 fn a_burst_of_events_gives_one_write() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend([
-        "--sleep-interval".into(),
-        "1h".into(),
-        "--expiry".into(),
-        "0".into(),
-    ]);
-    let mut child = spawn(&args);
-    wait_for("first write", Duration::from_secs(5), || {
-        ready_in(&read(&out)) == Some(true)
-    });
+    let child = b.daemon(&["--sleep-interval", "1h", "--expiry", "0"]);
+    assert!(ready_in(&read(&out)) == Some(true), "first write");
     let mut renames = RenameCounter::new(&out);
     // Ten flips within a few milliseconds, ending not ready, plus noise in /dev.
     for i in 0..11 {
@@ -606,6 +571,5 @@ fn a_burst_of_events_gives_one_write() {
     std::thread::sleep(Duration::from_millis(300));
     let n = renames.count();
     assert!((1..=2).contains(&n), "{n} writes for one burst");
-    kill(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+    stop_daemon(child);
 }
