@@ -238,4 +238,64 @@ mod tests {
         assert_eq!(describe(b"a\n\xff"), "\"a\\n\\xff\"");
         assert!(describe(&[b'x'; 100]).ends_with("...\""));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Every parser, on any bytes: a value or a message, never a panic; and a
+        /// message always quotes what it found, escaped, so it is printable.
+        fn total<T: std::fmt::Debug>(r: Result<T, String>) {
+            if let Err(m) = r {
+                assert!(m.starts_with("expected "), "{m}");
+                assert!(m.chars().all(|c| !c.is_control()), "{m:?}");
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn no_input_makes_a_parser_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                total(hex_id(&bytes));
+                total(dev_number(&bytes));
+                total(small_uint(&bytes));
+                total(status(&bytes));
+                total(millicelsius(&bytes));
+                total(version(&bytes));
+                total(usb_speed(&bytes));
+                prop_assert!(describe(&bytes).len() <= 2 + 40 * 4 + 3);
+            }
+
+            #[test]
+            fn hex_ids_round_trip(v: u16, prefix in prop_oneof![Just(""), Just("0x")], nl: bool) {
+                let text = format!("{prefix}{v:04x}{}", if nl { "\n" } else { "" });
+                prop_assert_eq!(hex_id(text.as_bytes()), Ok(v));
+            }
+
+            #[test]
+            fn dev_numbers_round_trip(major in 0u32..4096, minor in 0u32..(1 << 20)) {
+                prop_assert_eq!(dev_number(format!("{major}:{minor}\n").as_bytes()), Ok((major, minor)));
+            }
+
+            #[test]
+            fn temperatures_round_trip(t in -1_000_000i64..=1_000_000) {
+                prop_assert_eq!(millicelsius(format!("{t}\n").as_bytes()), Ok(t));
+            }
+
+            #[test]
+            fn small_numbers_round_trip(n in 0u32..=9999) {
+                prop_assert_eq!(small_uint(format!("{n}\n").as_bytes()), Ok(n));
+            }
+
+            #[test]
+            fn accepted_text_is_clean(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+                // What the composer may put in a feature line: printable ASCII only.
+                for s in [version(&bytes).ok(), usb_speed(&bytes).ok(),
+                          status(&bytes).ok().map(|s| s.as_str().to_string())].into_iter().flatten() {
+                    prop_assert!(!s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()), "{:?}", s);
+                }
+            }
+        }
+    }
 }

@@ -266,6 +266,18 @@ impl Root {
             .ok_or(FsError::WrongType("leads to the root itself"))
     }
 
+    /// The type of the entry `rel` names, without following it if it is a symlink.
+    pub fn entry_type(&self, rel: impl AsRef<Path>) -> FsResult<FileType> {
+        let resolved = self.walk(rel.as_ref(), false)?;
+        let st = rustix::fs::statat(
+            self.root_fd()?,
+            relative(&resolved),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(FsError::from_errno)?;
+        Ok(FileType::from_raw_mode(st.st_mode))
+    }
+
     /// Resolves `rel` to a path under the root with no symlinks and no `.`/`..` left.
     /// With `follow_last == false` a final symlink is returned as it is.
     pub fn walk(&self, rel: &Path, follow_last: bool) -> FsResult<PathBuf> {

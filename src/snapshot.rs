@@ -101,6 +101,19 @@ impl Writer<'_> {
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
             return Ok(None);
         };
+        match self.sys.entry_type(rel) {
+            Ok(FileType::Symlink) => {}
+            Ok(_) => {
+                self.skipped
+                    .push(format!("{}: is not a symlink", rel.display()));
+                return Ok(None);
+            }
+            Err(FsError::Missing) => return Ok(None),
+            Err(e) => {
+                self.skipped.push(format!("{}: {e}", rel.display()));
+                return Ok(None);
+            }
+        }
         let parent = match self.sys.walk(parent, true) {
             Ok(p) => p,
             Err(e) => {
@@ -128,6 +141,11 @@ impl Writer<'_> {
 
     /// Copies a directory's regular files and symlinks (not its sub-directories).
     fn dir_shallow(&mut self, canonical: &Path) -> Result<(), String> {
+        if !matches!(self.sys.stat(canonical), Ok(st) if st.file_type == FileType::Directory) {
+            self.skipped
+                .push(format!("{}: is not a directory", canonical.display()));
+            return Ok(());
+        }
         self.mkdir(canonical)?;
         let abs = self.sys.path().join(canonical);
         for entry in walkdir::WalkDir::new(&abs)
