@@ -19,6 +19,9 @@ use rustix::io::Errno;
 /// sysfs attributes are at most one page; anything larger is not an attribute.
 pub const MAX_ATTR_BYTES: usize = 4096;
 
+/// `openat2` attempts before a racing path is resolved by the walk instead.
+const MAX_EAGAIN_RETRIES: u32 = 8;
+
 /// Symlinks followed while resolving one path before it counts as a loop (Linux: 40).
 const MAX_LINK_HOPS: u32 = 40;
 
@@ -161,26 +164,31 @@ impl Root {
         } else {
             flags | OFlags::CLOEXEC | OFlags::NOCTTY
         };
-        match self.resolver {
-            Resolver::Openat2 => rustix::fs::openat2(
-                root,
-                relative(rel),
-                flags,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-            )
-            .map_err(FsError::from_errno),
-            Resolver::Walk => {
-                let resolved = self.walk(rel, true)?;
-                rustix::fs::openat(
+        if self.resolver == Resolver::Openat2 {
+            // With RESOLVE_BENEATH the kernel answers EAGAIN when a rename anywhere on
+            // the system races a `..` in the path (sysfs links are full of them), so
+            // that it cannot vouch for containment. Retry; if it keeps racing, walk.
+            for _ in 0..MAX_EAGAIN_RETRIES {
+                match rustix::fs::openat2(
                     root,
-                    relative(&resolved),
-                    flags | OFlags::NOFOLLOW,
+                    relative(rel),
+                    flags,
                     Mode::empty(),
-                )
-                .map_err(FsError::from_errno)
+                    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+                ) {
+                    Err(Errno::AGAIN) => continue,
+                    r => return r.map_err(FsError::from_errno),
+                }
             }
         }
+        let resolved = self.walk(rel, true)?;
+        rustix::fs::openat(
+            root,
+            relative(&resolved),
+            flags | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(FsError::from_errno)
     }
 
     /// Type, identity and ownership of the entry `rel` resolves to, without opening it

@@ -1,0 +1,292 @@
+//! Faults on the output path: read-only directory, a parent that cannot be created, an
+//! output path that is a directory, a full disk in the middle of a write, a refused
+//! rename. One-shot mode exits 1, daemon mode logs and retries; the previous file is
+//! byte-for-byte intact and no temporary file is left behind, even after 1000 failures.
+//! Needs root (mount, chattr); where that is refused the test says so loudly.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            refused("mount a tmpfs");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, opts: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount {opts}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+fn refused(what: &str) {
+    let msg = format!("\n*** cannot {what} here (run the tests as root): fault test NOT run ***\n");
+    if std::env::var_os("CORAL_NFD_ALLOW_NO_MKNOD").is_some() {
+        eprintln!("{msg}");
+    } else {
+        panic!("{msg}Set CORAL_NFD_ALLOW_NO_MKNOD=1 to skip knowingly.");
+    }
+}
+
+/// A sysfs tree whose feature file is about 20 KB: 80 class devices.
+fn big_tree() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    for n in 0..80 {
+        let d = t.path().join(format!("sys/devices/virtual/apex/apex_{n}"));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("dev"), format!("120:{n}\n")).unwrap();
+        fs::write(d.join("status"), "ALIVE\n").unwrap();
+        fs::create_dir_all(t.path().join("sys/class/apex")).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../devices/virtual/apex/apex_{n}"),
+            t.path().join(format!("sys/class/apex/apex_{n}")),
+        )
+        .unwrap();
+    }
+    fs::create_dir_all(t.path().join("sys/bus/pci/drivers/apex")).unwrap();
+    t
+}
+
+fn one_shot(sys: &Path, out: &Path) -> std::process::Output {
+    run(&[
+        "--sysfs-root",
+        sys.to_str().unwrap(),
+        "--dev-root",
+        "/nonexistent",
+        "--output-file",
+        out.to_str().unwrap(),
+    ])
+}
+
+fn staging(out: &Path) -> PathBuf {
+    out.with_file_name(format!(
+        ".{}.coral-nfd-tmp",
+        out.file_name().unwrap().to_str().unwrap()
+    ))
+}
+
+/// No temporary file anywhere near the output (the staging directory may exist).
+fn no_temporaries(out: &Path) {
+    if let Ok(entries) = fs::read_dir(staging(out)) {
+        let left: Vec<_> = entries.map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+    let Ok(entries) = fs::read_dir(out.parent().unwrap()) else {
+        return; // the parent was never created: nothing can be left in it
+    };
+    for e in entries {
+        let name = e.unwrap().file_name();
+        assert!(
+            !name.to_string_lossy().contains(".tmp") || staging(out).file_name() == Some(&name),
+            "{name:?}"
+        );
+    }
+}
+
+fn fails_cleanly(o: &std::process::Output, out: &Path, old: &[u8], why: &str) {
+    assert_eq!(o.status.code(), Some(1), "{why}: {}", stderr(o));
+    let err = stderr(o);
+    assert!(err.contains("coral-nfd: error:"), "{why}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    if out.is_file() {
+        assert_eq!(fs::read(out).unwrap(), old, "{why}: previous file changed");
+    }
+    no_temporaries(out);
+}
+
+#[test]
+fn read_only_directory() {
+    let tree = big_tree();
+    let sys = tree.path().join("sys");
+    let Some(fs_) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let out = fs_.path().join("features.d/coral-nfd");
+    assert_eq!(one_shot(&sys, &out).status.code(), Some(0));
+    let old = fs::read(&out).unwrap();
+    fs_.remount("ro");
+    fails_cleanly(&one_shot(&sys, &out), &out, &old, "read-only directory");
+    // A parent that cannot be created (it would be on the read-only filesystem).
+    let deeper = fs_.path().join("new/dir/coral-nfd");
+    fails_cleanly(&one_shot(&sys, &deeper), &deeper, b"", "uncreatable parent");
+    assert!(stderr(&one_shot(&sys, &deeper)).contains("cannot create directory"));
+}
+
+#[test]
+fn output_path_is_a_directory() {
+    let tree = big_tree();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("coral-nfd");
+    fs::create_dir_all(out.join("keep")).unwrap();
+    fs::write(out.join("keep/mine"), "user data").unwrap();
+    fails_cleanly(
+        &one_shot(&tree.path().join("sys"), &out),
+        &out,
+        b"",
+        "output is a directory",
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("keep/mine")).unwrap(),
+        "user data"
+    );
+}
+
+/// Fills a filesystem until fewer than `leave` bytes are free.
+fn fill(dir: &Path, leave: u64) {
+    let mut f = fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    loop {
+        let st = rustix::fs::statvfs(dir).unwrap();
+        if st.f_bavail * st.f_frsize < leave + 4096 {
+            break;
+        }
+        if std::io::Write::write_all(&mut f, &block).is_err() {
+            break;
+        }
+    }
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn disk_full_in_the_middle_of_a_write() {
+    let tree = big_tree();
+    let sys = tree.path().join("sys");
+    let Some(fs_) = Tmpfs::mount("256k") else {
+        return;
+    };
+    let out = fs_.path().join("coral-nfd");
+    fs::write(
+        &out,
+        "# the previous file\nfeature.node.kubernetes.io/coral-tpu.present=true\n",
+    )
+    .unwrap();
+    let old = fs::read(&out).unwrap();
+    // Room for one page of the ~20 KB file: the write starts, then runs out.
+    fill(fs_.path(), 4096);
+    fails_cleanly(&one_shot(&sys, &out), &out, &old, "disk full");
+    assert!(stderr(&one_shot(&sys, &out)).contains("No space left on device"));
+
+    // The daemon: a thousand failed attempts, one line each, nothing left behind; then
+    // room again, and the next attempt succeeds.
+    let mut child = Command::new(bin())
+        .args([
+            "--sysfs-root",
+            sys.to_str().unwrap(),
+            "--dev-root",
+            "/nonexistent",
+        ])
+        .args([
+            "--output-file",
+            out.to_str().unwrap(),
+            "--sleep-interval",
+            "1ms",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut errors = 0;
+        for line in std::io::BufReader::new(stderr_pipe).lines() {
+            let line = line.unwrap();
+            if line.starts_with("coral-nfd: error:") && line.contains("retrying") {
+                errors += 1;
+            }
+        }
+        errors
+    });
+    // At 1 ms a tick, three seconds give well over a thousand attempts.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        fs::read(&out).unwrap(),
+        old,
+        "previous file intact during failures"
+    );
+    no_temporaries(&out);
+    fs::remove_file(fs_.path().join("filler")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::read(&out).unwrap() == old {
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not recover after space came back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let kill = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(kill, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    let errors = reader.join().unwrap();
+    assert!(
+        errors >= 1000,
+        "only {errors} failed attempts logged in 3 s"
+    );
+    parse_nfd(&fs::read_to_string(&out).unwrap()).unwrap();
+    no_temporaries(&out);
+    eprintln!("disk full: {errors} failed daemon writes, then recovery; no temporary file left");
+}
+
+#[test]
+fn rename_refused() {
+    let tree = big_tree();
+    let sys = tree.path().join("sys");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = dir.path().join("coral-nfd");
+    assert_eq!(one_shot(&sys, &out).status.code(), Some(0));
+    let old = fs::read(&out).unwrap();
+    // An immutable file cannot be replaced, even by root.
+    let ok = Command::new("chattr")
+        .arg("+i")
+        .arg(&out)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        refused("chattr +i (needs root and ext2/3/4, xfs or btrfs)");
+        return;
+    }
+    let o = one_shot(&sys, &out);
+    let _ = Command::new("chattr").arg("-i").arg(&out).status();
+    fails_cleanly(&o, &out, &old, "rename refused");
+    assert!(stderr(&o).contains("cannot rename"), "{}", stderr(&o));
+}

@@ -1,0 +1,194 @@
+//! Atomic replacement under torture: 10,000 daemon rewrites with a reader in a tight
+//! loop, and `kill -9` at random moments over many runs.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const STATUS: &str = "devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0/status";
+
+struct Bed {
+    _dir: tempfile::TempDir,
+    sys: PathBuf,
+    dev: tempfile::TempDir,
+    out: PathBuf,
+}
+
+fn bed() -> Option<Bed> {
+    let dev = fixture_dev_root("pcie-ready")?;
+    // On tmpfs where there is one: fsync costs nothing there, and what is tested is the
+    // rename, not the disk.
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
+    let sys = dir.path().join("sys");
+    copy_tree(&fixtures_dir().join("pcie-ready/sys"), &sys);
+    let out = dir.path().join("features.d/coral-nfd");
+    Some(Bed {
+        _dir: dir,
+        sys,
+        dev,
+        out,
+    })
+}
+
+impl Bed {
+    fn daemon(&self) -> Child {
+        Command::new(bin())
+            .args(["--sysfs-root", self.sys.to_str().unwrap()])
+            .args(["--dev-root", self.dev.path().to_str().unwrap()])
+            .args(["--output-file", self.out.to_str().unwrap()])
+            .args(["--sleep-interval", "1h", "--expiry", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// ALIVE or LAMED: the two versions of the file. Replaced by rename, so that the
+    /// daemon never reads a half-written attribute (a third, legitimate version).
+    fn set_alive(&self, alive: bool) {
+        let status = self.sys.join(STATUS);
+        let tmp = status.with_extension("new");
+        fs::write(&tmp, if alive { "ALIVE\n" } else { "LAMED\n" }).unwrap();
+        fs::rename(&tmp, &status).unwrap();
+    }
+
+    /// The complete file for each state, as a one-shot run writes it.
+    fn versions(&self) -> [String; 2] {
+        let one = |alive| {
+            self.set_alive(alive);
+            let o = run(&[
+                "--sysfs-root",
+                self.sys.to_str().unwrap(),
+                "--dev-root",
+                self.dev.path().to_str().unwrap(),
+            ]);
+            stdout(&o)
+        };
+        [one(true), one(false)]
+    }
+}
+
+fn hup(child: &Child) {
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::HUP,
+    );
+}
+
+fn staging_files(out: &Path) -> usize {
+    let staging = out.with_file_name(".coral-nfd.coral-nfd-tmp");
+    fs::read_dir(staging).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn ten_thousand_rewrites_under_a_reader() {
+    let Some(b) = bed() else { return };
+    let versions = b.versions();
+    b.set_alive(true);
+    let mut child = b.daemon();
+    let start = Instant::now();
+    while fs::read_to_string(&b.out).ok().as_ref() != Some(&versions[0]) {
+        assert!(start.elapsed() < Duration::from_secs(5), "no first write");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (out, stop, reads, versions) =
+            (b.out.clone(), stop.clone(), reads.clone(), versions.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let got = fs::read_to_string(&out).expect("the file is always there");
+                assert!(versions.contains(&got), "a partial or unknown file:\n{got}");
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let rewrites = 10_000;
+    for i in 1..=rewrites {
+        let alive = i % 2 == 0;
+        b.set_alive(alive);
+        hup(&child);
+        let want = &versions[if alive { 0 } else { 1 }];
+        let t = Instant::now();
+        while fs::read_to_string(&b.out).ok().as_ref() != Some(want) {
+            assert!(t.elapsed() < Duration::from_secs(5), "rewrite {i} not seen");
+            std::hint::spin_loop();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("the reader saw only complete files");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(staging_files(&b.out), 0);
+    eprintln!(
+        "torture: {rewrites} rewrites in {:?}, {} reads, every one complete",
+        start.elapsed(),
+        reads.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn kill_9_at_random_moments() {
+    let Some(b) = bed() else { return };
+    let versions = b.versions();
+    let runs = 200;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut killed_with_stale = 0;
+    for run_no in 0..runs {
+        let mut child = b.daemon();
+        // Keep the daemon rewriting until the kill.
+        let deadline = Instant::now() + Duration::from_millis(2 + random(40));
+        let mut alive = run_no % 2 == 0;
+        while Instant::now() < deadline {
+            alive = !alive;
+            b.set_alive(alive);
+            hup(&child);
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if let Ok(got) = fs::read_to_string(&b.out) {
+            assert!(
+                versions.contains(&got),
+                "run {run_no}: partial file after kill -9:\n{got}"
+            );
+        }
+        let stale = staging_files(&b.out);
+        assert!(stale <= 1, "run {run_no}: {stale} temporary files");
+        killed_with_stale += stale;
+    }
+    // The next start cleans up what the last kill left.
+    let mut child = b.daemon();
+    let t = Instant::now();
+    while staging_files(&b.out) != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "stale temporary file not cleaned"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!(
+        "kill -9: {runs} runs, the file always complete; {killed_with_stale} kills left a temporary file, cleaned at the next start"
+    );
+}
