@@ -135,6 +135,51 @@ fn fails_cleanly(o: &std::process::Output, out: &Path, old: &[u8], why: &str) {
     no_temporaries(out);
 }
 
+/// The daemon on the same fault: it keeps running, says what failed and that it will
+/// retry, at every tick, and leaves the previous file and no temporary behind.
+fn daemon_retries(sys: &Path, out: &Path, old: &[u8], why: &str) {
+    let mut child = Command::new(bin())
+        .args([
+            "--sysfs-root",
+            sys.to_str().unwrap(),
+            "--dev-root",
+            "/nonexistent",
+        ])
+        .args([
+            "--output-file",
+            out.to_str().unwrap(),
+            "--sleep-interval",
+            "5ms",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pipe = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(pipe)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with("coral-nfd: error:") && l.contains("retrying"))
+            .count()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{why}: the daemon keeps running"
+    );
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success(), "{why}");
+    let retries = lines.join().unwrap();
+    assert!(retries >= 3, "{why}: only {retries} logged retries");
+    if out.is_file() {
+        assert_eq!(fs::read(out).unwrap(), old, "{why}: previous file changed");
+    }
+    no_temporaries(out);
+}
+
 #[test]
 fn read_only_directory() {
     let tree = big_tree();
@@ -147,9 +192,11 @@ fn read_only_directory() {
     let old = fs::read(&out).unwrap();
     fs_.remount("ro");
     fails_cleanly(&one_shot(&sys, &out), &out, &old, "read-only directory");
+    daemon_retries(&sys, &out, &old, "read-only directory");
     // A parent that cannot be created (it would be on the read-only filesystem).
     let deeper = fs_.path().join("new/dir/coral-nfd");
     fails_cleanly(&one_shot(&sys, &deeper), &deeper, b"", "uncreatable parent");
+    daemon_retries(&sys, &deeper, b"", "uncreatable parent");
     assert!(stderr(&one_shot(&sys, &deeper)).contains("cannot create directory"));
 }
 
@@ -293,6 +340,7 @@ fn rename_refused() {
         return;
     }
     let o = one_shot(&sys, &out);
+    daemon_retries(&sys, &out, &old, "rename refused");
     let _ = Command::new("chattr").arg("-i").arg(&out).status();
     fails_cleanly(&o, &out, &old, "rename refused");
     assert!(stderr(&o).contains("cannot rename"), "{}", stderr(&o));
