@@ -135,44 +135,74 @@ fn fails_cleanly(o: &std::process::Output, out: &Path, old: &[u8], why: &str) {
     no_temporaries(out);
 }
 
+/// A daemon writing `out` every `interval`, and a live count of the retries it logs.
+struct Daemon {
+    child: std::process::Child,
+    retries: std::sync::Arc<AtomicUsize>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Daemon {
+    fn start(sys: &Path, out: &Path, interval: &str) -> Daemon {
+        let mut child = Command::new(bin())
+            .args([
+                "--sysfs-root",
+                sys.to_str().unwrap(),
+                "--dev-root",
+                "/nonexistent",
+            ])
+            .args([
+                "--output-file",
+                out.to_str().unwrap(),
+                "--sleep-interval",
+                interval,
+            ])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pipe = child.stderr.take().unwrap();
+        let retries = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = retries.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.starts_with("coral-nfd: error:") && line.contains("retrying") {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Daemon {
+            child,
+            retries,
+            reader,
+        }
+    }
+
+    fn retries(&self) -> usize {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// SIGTERM; it must exit 0. Returns the retries it logged.
+    fn stop(mut self) -> usize {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the daemon keeps running"
+        );
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        assert!(self.child.wait().unwrap().success());
+        self.reader.join().unwrap();
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
 /// The daemon on the same fault: it keeps running, says what failed and that it will
 /// retry, at every tick, and leaves the previous file and no temporary behind.
 fn daemon_retries(sys: &Path, out: &Path, old: &[u8], why: &str) {
-    let mut child = Command::new(bin())
-        .args([
-            "--sysfs-root",
-            sys.to_str().unwrap(),
-            "--dev-root",
-            "/nonexistent",
-        ])
-        .args([
-            "--output-file",
-            out.to_str().unwrap(),
-            "--sleep-interval",
-            "5ms",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pipe = child.stderr.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(pipe)
-            .lines()
-            .map_while(Result::ok)
-            .filter(|l| l.starts_with("coral-nfd: error:") && l.contains("retrying"))
-            .count()
-    });
+    let d = Daemon::start(sys, out, "5ms");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "{why}: the daemon keeps running"
-    );
-    let pid = rustix::process::Pid::from_child(&child);
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    assert!(child.wait().unwrap().success(), "{why}");
-    let retries = lines.join().unwrap();
+    let retries = d.stop();
     assert!(retries >= 3, "{why}: only {retries} logged retries");
     if out.is_file() {
         assert_eq!(fs::read(out).unwrap(), old, "{why}: previous file changed");
@@ -256,40 +286,10 @@ fn disk_full_in_the_middle_of_a_write() {
 
     // The daemon: a thousand failed attempts, one line each, nothing left behind; then
     // room again, and the next attempt succeeds.
-    let mut child = Command::new(bin())
-        .args([
-            "--sysfs-root",
-            sys.to_str().unwrap(),
-            "--dev-root",
-            "/nonexistent",
-        ])
-        .args([
-            "--output-file",
-            out.to_str().unwrap(),
-            "--sleep-interval",
-            "1ms",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let errors = std::sync::Arc::new(AtomicUsize::new(0));
-    let reader = {
-        let errors = errors.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr_pipe).lines() {
-                let line = line.unwrap();
-                if line.starts_with("coral-nfd: error:") && line.contains("retrying") {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let d = Daemon::start(&sys, &out, "1ms");
     // A thousand failed attempts: about a second at 1 ms a tick, more under load.
     let start = Instant::now();
-    while errors.load(Ordering::Relaxed) < 1000 {
+    while d.retries() < 1000 {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "fewer than 1000 attempts in 60 s"
@@ -311,11 +311,7 @@ fn disk_full_in_the_middle_of_a_write() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let kill = rustix::process::Pid::from_child(&child);
-    rustix::process::kill_process(kill, rustix::process::Signal::TERM).unwrap();
-    assert!(child.wait().unwrap().success());
-    reader.join().unwrap();
-    let errors = errors.load(Ordering::Relaxed);
+    let errors = d.stop();
     parse_nfd(&fs::read_to_string(&out).unwrap()).unwrap();
     no_temporaries(&out);
     eprintln!("disk full: {errors} failed daemon writes, then recovery; no temporary file left");
