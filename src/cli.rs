@@ -14,9 +14,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Warnings printed per scan at most; the rest are counted.
-const MAX_WARNINGS: usize = 50;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "coral-nfd",
@@ -167,18 +164,6 @@ pub fn scan_body(sys: &Root, dev: &Root, prefix: &Prefix) -> (String, Vec<String
     (body, all)
 }
 
-pub fn print_warnings(warnings: &[String]) {
-    for w in warnings.iter().take(MAX_WARNINGS) {
-        eprintln!("coral-nfd: warning: {w}");
-    }
-    if warnings.len() > MAX_WARNINGS {
-        eprintln!(
-            "coral-nfd: warning: ... and {} more",
-            warnings.len() - MAX_WARNINGS
-        );
-    }
-}
-
 /// The labeler's flags make no sense with a subcommand. Only flags given on the command
 /// line are refused: the same variables set in the DaemonSet's environment must not
 /// stop `kubectl exec ... coral-nfd doctor`.
@@ -244,16 +229,12 @@ fn run_labeler(cli: &Labeler, sys: &Root, dev: &Root) -> ExitCode {
             expiry,
             remove_on_exit: cli.remove_on_exit,
         };
-        daemon::run(&config, &out, rx, || {
-            let (body, warnings) = scan_body(sys, dev, &cli.label_prefix);
-            let shown: Vec<String> = warnings.into_iter().take(MAX_WARNINGS).collect();
-            (body, shown)
-        });
+        daemon::run(&config, &out, rx, || scan_body(sys, dev, &cli.label_prefix));
         return ExitCode::SUCCESS;
     }
 
     let (body, warnings) = scan_body(sys, dev, &cli.label_prefix);
-    print_warnings(&warnings);
+    output::print_warnings(&warnings);
     let content = features::render(&body, expiry.map(|d| std::time::SystemTime::now() + d));
     let result = match &cli.output_file {
         Some(path) => {

@@ -1,7 +1,6 @@
 //! The subcommands for people: `doctor`, `frigate-config`, `snapshot`. Each is the
 //! same discovery as the labeler, then its own presentation.
 
-use crate::cli::print_warnings;
 use crate::doctor::{self, Searched};
 use crate::frigate;
 use crate::inventory::{self, Depth};
@@ -53,7 +52,7 @@ pub fn doctor(sys: &Root, dev: &Root, json: bool) -> ExitCode {
 
 pub fn frigate_config(sys: &Root, dev: &Root) -> ExitCode {
     let scan = inventory::discover(sys, dev);
-    print_warnings(&scan.warnings.0);
+    crate::output::print_warnings(&scan.warnings.0);
     let config = frigate::detectors(&scan.inventory);
     if let Err(code) = print(&config.yaml) {
         return code;

@@ -2,7 +2,7 @@
 //! when its key lines change or its expiry runs low, exit promptly on SIGTERM/SIGINT.
 
 use crate::features;
-use crate::output::AtomicFile;
+use crate::output::{self, AtomicFile};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, SystemTime};
@@ -82,9 +82,7 @@ pub fn run(
         // The same broken attribute would repeat its warning every interval: say it
         // once, and again only when the set of warnings changes.
         if warnings != last_warnings {
-            for w in &warnings {
-                eprintln!("coral-nfd: warning: {w}");
-            }
+            output::print_warnings(&warnings);
             last_warnings = warnings;
         }
         let now = SystemTime::now();

@@ -5,6 +5,22 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// Warnings printed per scan at most; the rest are counted.
+const MAX_WARNINGS: usize = 50;
+
+/// A scan's warnings on stderr, at most [`MAX_WARNINGS`] of them.
+pub fn print_warnings(warnings: &[String]) {
+    for w in warnings.iter().take(MAX_WARNINGS) {
+        eprintln!("coral-nfd: warning: {w}");
+    }
+    if warnings.len() > MAX_WARNINGS {
+        eprintln!(
+            "coral-nfd: warning: ... and {} more",
+            warnings.len() - MAX_WARNINGS
+        );
+    }
+}
+
 /// Writes the feature file to stdout in one piece.
 pub fn to_stdout(content: &str) -> io::Result<()> {
     let mut out = io::stdout().lock();
