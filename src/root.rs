@@ -43,11 +43,6 @@ pub enum FsError {
 }
 
 impl FsError {
-    /// Missing entries are normal (optional attributes); everything else deserves a warning.
-    pub fn is_missing(&self) -> bool {
-        matches!(self, FsError::Missing)
-    }
-
     fn from_errno(e: Errno) -> Self {
         match e {
             Errno::NOENT => FsError::Missing,
