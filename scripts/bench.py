@@ -103,7 +103,8 @@ def one_shot(tree: str, dev: str):
         results[name] = (statistics.median(x[0] for x in s), statistics.median(x[1] for x in s),
                          max(x[2] for x in s))
     pci = len(os.listdir(os.path.join(sys_root, "bus/pci/devices")))
-    usb = len([n for n in os.listdir(os.path.join(sys_root, "bus/usb/devices")) if ":" not in n])
+    usb = len([n for n in os.listdir(os.path.join(sys_root, "bus/usb/devices"))
+               if re.match(r"^\d+-[\d.]+$", n)])  # devices: no interfaces, no root hubs
     row("one-shot", "tree", f"{pci} PCI functions, {usb} USB devices, 2 PCIe TPUs, 1 USB stick")
     for name, (wall, cpu, rss) in results.items():
         row("one-shot", f"{name}: median wall / CPU / peak RSS",
