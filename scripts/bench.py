@@ -60,20 +60,23 @@ def make_dev(tree: str) -> str:
     dev = os.path.join(tree, "dev")
     if os.path.isdir(dev):
         return dev
-    with open(os.path.join(tree, "dev.list")) as fh:
-        for line in fh:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            _kind, num, mode, _uid, _gid, path = line.split()
-            major, minor = (int(x) for x in num.split(":"))
-            p = os.path.join(dev, path)
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            os.mknod(p, 0o020000 | int(mode, 8), os.makedev(major, minor))
+    FIXTURES_SCRIPT.make_nodes(os.path.join(tree, "dev.list"), dev)
     return dev
 
 
 MAXRSS = os.path.join(REPO, "target", "maxrss")
+
+
+def _load_fixtures_script():
+    import importlib.util
+    path = os.path.join(REPO, "scripts", "make-fixtures.py")
+    spec = importlib.util.spec_from_file_location("make_fixtures", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+FIXTURES_SCRIPT = _load_fixtures_script()
 
 
 def run_measured(cmd, env=None):

@@ -148,6 +148,22 @@ class Tree:
                 f.write(f"{kind} {major}:{minor} {mode} {uid} {gid} {path}\n")
 
 
+def make_nodes(dev_list: str, into: str) -> None:
+    """Creates the nodes of a dev.list under `into` (mknod: needs root; PermissionError
+    otherwise). The one reader of the format this script writes."""
+    with open(dev_list) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            kind, num, mode, _uid, _gid, path = line.split()
+            major, minor = (int(x) for x in num.split(":"))
+            p = os.path.join(into, path)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            flag = {"c": 0o020000, "b": 0o060000}[kind]
+            os.mknod(p, flag | int(mode, 8), os.makedev(major, minor))
+
+
 # --- machines -------------------------------------------------------------------------
 
 def desktop(t, coral_slots=0, usb_devices=True):

@@ -61,24 +61,26 @@ def scenarios() -> list[str]:
     return sorted(d for d in os.listdir(FIXTURES) if os.path.isdir(os.path.join(FIXTURES, d, "sys")))
 
 
+def _fixtures_script():
+    import importlib.util
+    path = os.path.join(REPO, "scripts", "make-fixtures.py")
+    spec = importlib.util.spec_from_file_location("make_fixtures", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+FIXTURES_SCRIPT = _fixtures_script()
+
+
 def make_dev_root(scenario: str, into: str) -> None:
-    with open(os.path.join(FIXTURES, scenario, "dev.list")) as fh:
-        for line in fh:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            kind, dev, mode, uid, gid, path = line.split()
-            major, minor = (int(x) for x in dev.split(":"))
-            p = os.path.join(into, path)
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            flag = {"c": 0o020000, "b": 0o060000}[kind]
-            try:
-                os.mknod(p, flag | int(mode, 8), os.makedev(major, minor))
-            except PermissionError:
-                if os.environ.get("CORAL_NFD_ALLOW_NO_MKNOD"):
-                    pytest.skip("*** mknod not permitted: device-node tests SKIPPED ***")
-                pytest.fail("mknod is not permitted here: run the tests as root "
-                            "(or set CORAL_NFD_ALLOW_NO_MKNOD=1 to skip knowingly)")
+    try:
+        FIXTURES_SCRIPT.make_nodes(os.path.join(FIXTURES, scenario, "dev.list"), into)
+    except PermissionError:
+        if os.environ.get("CORAL_NFD_ALLOW_NO_MKNOD"):
+            pytest.skip("*** mknod not permitted: device-node tests SKIPPED ***")
+        pytest.fail("mknod is not permitted here: run the tests as root "
+                    "(or set CORAL_NFD_ALLOW_NO_MKNOD=1 to skip knowingly)")
 
 
 @functools.cache
