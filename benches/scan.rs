@@ -2,10 +2,9 @@
 //! (`cargo bench --bench scan -- DIR...`, each DIR holding sys/ and dev/). Prints one
 //! row per tree; scripts/bench.py puts the rows into its table.
 
-use coral_nfd::features;
-use coral_nfd::inventory;
 use coral_nfd::label::Prefix;
 use coral_nfd::root::Root;
+use coral_nfd::{features, render, scan};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,16 +41,16 @@ fn main() {
         let dir = Path::new(&dir);
         let sys = Root::open(dir.join("sys"));
         let dev = Root::open(dir.join("dev"));
-        let scan = inventory::discover(&sys, &dev);
+        let scan = scan::discover(&sys, &dev);
         let inv = scan.inventory.clone();
         let scan_t = measure(|| {
-            black_box(inventory::discover(&sys, &dev));
+            black_box(scan::discover(&sys, &dev));
         });
         let prefix = Prefix::default();
         let render_t = measure(|| {
             let (f, _) = features::compose(black_box(&inv));
-            let (body, _) = features::render_body(&f, &prefix);
-            black_box(features::render(&body, None));
+            let (body, _) = render::render_body(&f, &prefix);
+            black_box(render::render(&body, None));
         });
         println!(
             "{}\t{}\t{}\t{:.1}\t{:.2}\t{:.0}",

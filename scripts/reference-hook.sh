@@ -2,7 +2,7 @@
 # Reference hook: coral-nfd's label rules written the way a user would write an NFD
 # hook in plain bash (cat, readlink, stat). It exists to be measured against
 # (scripts/bench.py) and is checked to print the same label lines as coral-nfd on every
-# fixture (tests/reference_hook.rs). Roots come from the same variables coral-nfd reads.
+# fixture (tests/it/reference_hook.rs). Roots come from the same variables coral-nfd reads.
 set -u
 SYS=${CORAL_NFD_SYSFS_ROOT:-/sys}
 DEV=${CORAL_NFD_DEV_ROOT:-/dev}

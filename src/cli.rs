@@ -1,12 +1,11 @@
-//! The command line: flags, environment variables, and what each mode does.
+//! The command line: flags and environment variables, parsed and dispatched. What each
+//! mode does lives in [`crate::labeler`] and [`crate::commands`]; the one place an
+//! error is printed on the way out is [`run`].
 
 use crate::commands;
-use crate::daemon;
-use crate::features;
-use crate::hotplug;
-use crate::inventory;
 use crate::label::Prefix;
-use crate::output::{self, AtomicFile};
+use crate::labeler::{self, Options};
+use crate::log;
 use crate::root::Root;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -142,6 +141,17 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 impl Labeler {
+    /// The pipeline's options, defaults applied.
+    pub fn options(&self) -> Options {
+        Options {
+            prefix: self.label_prefix.clone(),
+            output_file: self.output_file.clone(),
+            sleep_interval: self.sleep_interval,
+            expiry: self.effective_expiry(),
+            remove_on_exit: self.remove_on_exit,
+        }
+    }
+
     /// The expiry to write, if any.
     pub fn effective_expiry(&self) -> Option<Duration> {
         match (self.expiry, self.sleep_interval) {
@@ -151,17 +161,6 @@ impl Labeler {
             (None, None) => None,
         }
     }
-}
-
-/// One scan: the body of the feature file and every warning.
-pub fn scan_body(sys: &Root, dev: &Root, prefix: &Prefix) -> (String, Vec<String>) {
-    let scan = inventory::discover(sys, dev);
-    let (features, mut warnings) = features::compose(&scan.inventory);
-    let (body, render_warnings) = features::render_body(&features, prefix);
-    let mut all = scan.warnings.0;
-    all.append(&mut warnings);
-    all.extend(render_warnings);
-    (body, all)
 }
 
 /// The labeler's flags make no sense with a subcommand. Only flags given on the command
@@ -197,58 +196,14 @@ pub fn run() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let sys = Root::open(&cli.roots.sysfs_root);
     let dev = Root::open(&cli.roots.dev_root);
-    match &cli.command {
-        None => run_labeler(&cli.labeler, &sys, &dev),
+    let result = match &cli.command {
+        None => labeler::run(&cli.labeler.options(), &sys, &dev).map(|()| ExitCode::SUCCESS),
         Some(Command::Doctor { json }) => commands::doctor(&sys, &dev, *json),
         Some(Command::FrigateConfig) => commands::frigate_config(&sys, &dev),
         Some(Command::Snapshot { output, force }) => commands::snapshot(&sys, &dev, output, *force),
-    }
-}
-
-fn run_labeler(cli: &Labeler, sys: &Root, dev: &Root) -> ExitCode {
-    let expiry = cli.effective_expiry();
-
-    if let (Some(interval), Some(path)) = (cli.sleep_interval, &cli.output_file) {
-        let out = AtomicFile::new(path);
-        let (tx, rx) = match daemon::events() {
-            Ok(ch) => ch,
-            Err(e) => {
-                eprintln!("coral-nfd: error: cannot install signal handlers: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        if let Err(e) = hotplug::spawn(dev.path(), tx) {
-            eprintln!(
-                "coral-nfd: warning: cannot watch {} for hotplug ({e}); rescanning every {} only",
-                dev.path().display(),
-                humantime::format_duration(interval)
-            );
-        }
-        let config = daemon::Config {
-            interval,
-            expiry,
-            remove_on_exit: cli.remove_on_exit,
-        };
-        daemon::run(&config, &out, rx, || scan_body(sys, dev, &cli.label_prefix));
-        return ExitCode::SUCCESS;
-    }
-
-    let (body, warnings) = scan_body(sys, dev, &cli.label_prefix);
-    output::print_warnings(&warnings);
-    let content = features::render(&body, expiry.map(|d| std::time::SystemTime::now() + d));
-    let result = match &cli.output_file {
-        Some(path) => {
-            let out = AtomicFile::new(path);
-            out.clean_stale();
-            out.write(&content)
-        }
-        None => output::to_stdout(&content).map_err(|e| format!("cannot write to stdout: {e}")),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("coral-nfd: error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    result.unwrap_or_else(|e| {
+        log::error(&e);
+        ExitCode::from(e.code)
+    })
 }

@@ -1,18 +1,13 @@
 //! Daemon mode: rescan every interval (or at once on SIGHUP), rewrite the file only
 //! when its key lines change or its expiry runs low, exit promptly on SIGTERM/SIGINT.
 
-use crate::features;
-use crate::output::{self, AtomicFile};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use crate::events::Event;
+use crate::log;
+use crate::model::Warnings;
+use crate::output::AtomicFile;
+use crate::render;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, SystemTime};
-
-/// What wakes the loop before its interval is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    Rescan,
-    Stop,
-}
 
 pub struct Config {
     pub interval: Duration,
@@ -45,56 +40,35 @@ fn needs_write(
     }
 }
 
-/// Turns SIGTERM/SIGINT/SIGHUP into events. The signal thread blocks in a read, so it
-/// adds no wakeups of its own.
-pub fn signal_events(tx: Sender<Event>) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                let event = if sig == SIGHUP {
-                    Event::Rescan
-                } else {
-                    Event::Stop
-                };
-                if tx.send(event).is_err() {
-                    break;
-                }
-            }
-        })?;
-    Ok(())
-}
-
 /// Runs until a Stop event. `scan` returns the body of the feature file and the
 /// warnings of that scan.
 pub fn run(
     config: &Config,
     out: &AtomicFile,
     events: Receiver<Event>,
-    mut scan: impl FnMut() -> (String, Vec<String>),
+    mut scan: impl FnMut() -> (String, Warnings),
 ) {
     out.clean_stale();
     let mut last: Option<Written> = None;
-    let mut last_warnings: Vec<String> = Vec::new();
+    let mut last_warnings = Warnings::default();
     loop {
         let (body, warnings) = scan();
         // The same broken attribute would repeat its warning every interval: say it
         // once, and again only when the set of warnings changes.
         if warnings != last_warnings {
-            output::print_warnings(&warnings);
+            log::warnings(&warnings);
             last_warnings = warnings;
         }
         let now = SystemTime::now();
         if needs_write(last.as_ref(), &body, config.expiry, now) {
             let expires = config.expiry.map(|d| now + d);
-            match out.write(&features::render(&body, expires)) {
+            match out.write(&render::render(&body, expires)) {
                 Ok(()) => last = Some(Written { body, expires }),
                 Err(e) => {
-                    eprintln!(
-                        "coral-nfd: error: {e}; retrying in {}",
+                    log::error(format_args!(
+                        "{e}; retrying in {}",
                         humantime::format_duration(config.interval)
-                    );
+                    ));
                     last = None;
                 }
             }
@@ -107,15 +81,8 @@ pub fn run(
     if config.remove_on_exit
         && let Err(e) = out.remove()
     {
-        eprintln!("coral-nfd: error: {e}");
+        log::error(e);
     }
-}
-
-/// A channel for [`run`], fed by the signal handlers.
-pub fn events() -> std::io::Result<(Sender<Event>, Receiver<Event>)> {
-    let (tx, rx) = mpsc::channel();
-    signal_events(tx.clone())?;
-    Ok((tx, rx))
 }
 
 #[cfg(test)]

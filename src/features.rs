@@ -1,16 +1,10 @@
-//! Compose: from an [`Inventory`] to NFD feature lines, and render them as a feature
-//! file. Pure functions, no filesystem.
+//! Compose: from an [`Inventory`] to NFD features (name, value, tier), with no prefix
+//! and no text layout yet: [`crate::render`] turns them into a file. Pure functions, no
+//! filesystem.
 
-use crate::inventory::{Attr, Inventory};
-use crate::label::{self, Prefix};
+use crate::label;
+use crate::model::{Attr, Inventory, Warnings};
 use crate::state::{self, PcieState, UsbState};
-use std::time::SystemTime;
-
-/// nfd-worker skips a feature file larger than this whole (NFD `source/local/local.go`).
-pub const NFD_MAX_FILE_BYTES: usize = 65536;
-
-/// Room kept for the header and the expiry directive when the body is size-limited.
-const HEADER_RESERVE: usize = 256;
 
 /// What a line is for, and so what goes first when the file would be too large.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,7 +26,7 @@ pub struct Feature {
 }
 
 impl Feature {
-    fn label(name: impl Into<String>, value: impl ToString, tier: Tier) -> Self {
+    pub(crate) fn label(name: impl Into<String>, value: impl ToString, tier: Tier) -> Self {
         Feature {
             name: name.into(),
             value: value.to_string(),
@@ -40,7 +34,7 @@ impl Feature {
         }
     }
 
-    fn raw(name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub(crate) fn raw(name: impl Into<String>, value: impl Into<String>) -> Self {
         Feature {
             name: name.into(),
             value: value.into(),
@@ -63,9 +57,9 @@ pub fn is_raw_value(s: &str) -> bool {
 }
 
 /// The features of a node, unsorted, plus warnings about values left out.
-pub fn compose(inv: &Inventory) -> (Vec<Feature>, Vec<String>) {
+pub fn compose(inv: &Inventory) -> (Vec<Feature>, Warnings) {
     let mut out = Vec::new();
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::default();
     let pcie: Vec<PcieState> = inv.pcie.iter().map(|f| state::pcie_state(inv, f)).collect();
     let usb: Vec<UsbState> = inv.usb.iter().map(state::usb_state).collect();
     if inv.pcie.is_empty() && inv.usb.is_empty() && !inv.driver_loaded {
@@ -156,142 +150,65 @@ pub fn compose(inv: &Inventory) -> (Vec<Feature>, Vec<String>) {
     (out, warnings)
 }
 
-/// The header line: names the writer, never starts with `# +` (that is a directive).
-pub fn header() -> String {
-    format!(
-        "# coral-nfd {}: Coral Edge TPU features for Node Feature Discovery\n",
-        env!("CARGO_PKG_VERSION")
-    )
-}
-
-/// The key lines (`key=value`), sorted bytewise, each raw feature behind `# +no-label`;
-/// limited so that the whole file stays under NFD's size limit (raw features go
-/// first, then per-device labels, from the end).
-pub fn render_body(features: &[Feature], prefix: &Prefix) -> (String, Vec<String>) {
-    let mut warnings = Vec::new();
-    // (the `key=value` line, the text written for it, tier)
-    let mut lines: Vec<(String, String, Tier)> = Vec::with_capacity(features.len());
-    let mut seen = std::collections::HashSet::new();
-    for f in features {
-        let key = format!("{prefix}{}", f.name);
-        if !seen.insert(key.clone()) {
-            warnings.push(format!("left out a second value for {key:?}"));
-            continue;
-        }
-        let valid = label::is_qualified_name(&key)
-            && if f.is_label() {
-                label::is_label_value(&f.value)
-            } else {
-                is_raw_value(&f.value)
-            };
-        if !valid {
-            warnings.push(format!("left out invalid feature {key:?}={:?}", f.value));
-            continue;
-        }
-        let line = format!("{key}={}", f.value);
-        let text = if f.is_label() {
-            format!("{line}\n")
-        } else {
-            format!("# +no-label\n{line}\n")
-        };
-        lines.push((line, text, f.tier));
-    }
-    lines.sort_by(|a, b| a.0.cmp(&b.0));
-
-    let budget = NFD_MAX_FILE_BYTES - HEADER_RESERVE;
-    let mut total: usize = lines.iter().map(|l| l.1.len()).sum();
-    if total > budget {
-        let mut dropped = 0;
-        for tier in [Tier::Raw, Tier::PerDevice] {
-            for l in lines.iter_mut().rev() {
-                if total <= budget {
-                    break;
-                }
-                if l.2 == tier && !l.1.is_empty() {
-                    total -= l.1.len();
-                    l.1.clear();
-                    dropped += 1;
-                }
-            }
-        }
-        warnings.push(format!(
-            "the feature file would exceed NFD's {NFD_MAX_FILE_BYTES}-byte limit; left out {dropped} per-device lines"
-        ));
-    }
-    let body = lines.into_iter().map(|l| l.1).collect();
-    (body, warnings)
-}
-
-/// A whole feature file.
-pub fn render(body: &str, expires: Option<SystemTime>) -> String {
-    let mut s = header();
-    if let Some(t) = expires {
-        s.push_str(&format!(
-            "# +expiry-time={}\n",
-            humantime::format_rfc3339_seconds(t)
-        ));
-    }
-    s.push_str(body);
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::Status;
-    use std::time::{Duration, UNIX_EPOCH};
+    use crate::model::Status;
 
     fn one_tpu() -> Inventory {
-        crate::inventory::testing::one_ready_tpu()
+        crate::model::testing::one_ready_tpu()
     }
 
-    fn body(inv: &Inventory) -> String {
+    /// name=value of every feature, sorted, for plain comparisons.
+    fn lines(inv: &Inventory) -> Vec<String> {
         let (f, w) = compose(inv);
         assert!(w.is_empty(), "{w:?}");
-        render_body(&f, &Prefix::default()).0
+        let mut v: Vec<String> = f
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.value))
+            .collect();
+        v.sort();
+        v
     }
 
     #[test]
     fn no_coral_no_driver_gives_no_lines() {
-        assert_eq!(body(&Inventory::default()), "");
+        assert!(lines(&Inventory::default()).is_empty());
         let driver_only = Inventory {
             driver_loaded: true,
             ..Inventory::default()
         };
-        let b = body(&driver_only);
-        assert!(b.contains("feature.node.kubernetes.io/coral-tpu.present=false\n"));
-        assert!(b.contains("feature.node.kubernetes.io/coral-tpu.driver.loaded=true\n"));
+        let l = lines(&driver_only);
+        assert!(l.contains(&"coral-tpu.present=false".to_string()));
+        assert!(l.contains(&"coral-tpu.driver.loaded=true".to_string()));
     }
 
     #[test]
     fn one_ready_tpu() {
-        let b = body(&one_tpu());
-        for line in [
-            "feature.node.kubernetes.io/coral-tpu.apex_0.ready=true\n",
-            "feature.node.kubernetes.io/coral-tpu.ready.count=1\n",
-            "feature.node.kubernetes.io/coral-tpu.driver.version=1.2\n",
-            "# +no-label\nfeature.node.kubernetes.io/coral-tpu.pcie.0.address=0000:03:00.0\n",
-            "# +no-label\nfeature.node.kubernetes.io/coral-tpu.apex_0.dev=/dev/apex_0\n",
-        ] {
-            assert!(b.contains(line), "missing {line:?} in\n{b}");
-        }
-        let keys: Vec<&str> = b.lines().filter(|l| !l.starts_with('#')).collect();
-        let mut sorted = keys.clone();
-        sorted.sort();
-        assert_eq!(keys, sorted);
-        // Bytewise on the whole line: `ready.count=` sorts before `ready=`.
-        let pos = |k: &str| keys.iter().position(|l| l.contains(k)).unwrap();
-        assert!(pos("coral-tpu.ready.count=") < pos("coral-tpu.ready=true"));
+        let (f, _) = compose(&one_tpu());
+        let get = |name: &str| f.iter().find(|f| f.name == name).unwrap();
+        assert_eq!(get("coral-tpu.apex_0.ready").value, "true");
+        assert_eq!(get("coral-tpu.apex_0.ready").tier, Tier::PerDevice);
+        assert_eq!(get("coral-tpu.ready.count").value, "1");
+        assert_eq!(get("coral-tpu.ready.count").tier, Tier::Summary);
+        assert_eq!(get("coral-tpu.driver.version").value, "1.2");
+        assert_eq!(get("coral-tpu.pcie.0.address").value, "0000:03:00.0");
+        assert!(!get("coral-tpu.pcie.0.address").is_label());
+        assert_eq!(get("coral-tpu.apex_0.dev").value, "/dev/apex_0");
     }
 
     #[test]
     fn lamed_device_is_not_ready() {
         let mut inv = one_tpu();
         inv.apex[0].status = Attr::Value(Status::Lamed);
-        let b = body(&inv);
-        assert!(b.contains("coral-tpu.apex_0.ready=false\n"));
-        assert!(b.contains("coral-tpu.ready=false\n"));
-        assert!(b.contains("coral-tpu.pcie.0.state=status-lamed\n"));
+        let l = lines(&inv);
+        for want in [
+            "coral-tpu.apex_0.ready=false",
+            "coral-tpu.ready=false",
+            "coral-tpu.pcie.0.state=status-lamed",
+        ] {
+            assert!(l.contains(&want.to_string()), "{want} not in {l:?}");
+        }
     }
 
     #[test]
@@ -301,35 +218,5 @@ mod tests {
         let (f, w) = compose(&inv);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(!f.iter().any(|f| f.name == "coral-tpu.driver.version"));
-    }
-
-    #[test]
-    fn expiry_directive_comes_before_keys() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let file = render("a=b\n", Some(t));
-        let lines: Vec<&str> = file.lines().collect();
-        assert!(lines[0].starts_with("# coral-nfd "));
-        assert!(!lines[0].starts_with("# +"));
-        assert_eq!(lines[1], "# +expiry-time=2027-01-15T08:00:00Z");
-        assert_eq!(lines[2], "a=b");
-    }
-
-    #[test]
-    fn huge_inventories_stay_under_the_limit() {
-        let mut inv = one_tpu();
-        let template = inv.apex[0].clone();
-        for n in 1..3000 {
-            let mut a = template.clone();
-            a.name = format!("apex_{n}");
-            a.index = n;
-            inv.apex.push(a);
-        }
-        let (f, _) = compose(&inv);
-        let (b, w) = render_body(&f, &Prefix::default());
-        assert!(b.len() + HEADER_RESERVE <= NFD_MAX_FILE_BYTES);
-        assert_eq!(w.len(), 1);
-        // Summary labels always survive.
-        assert!(b.contains("coral-tpu.ready.count=1\n"));
-        assert!(b.contains("coral-tpu.apex_0.ready=true\n"));
     }
 }

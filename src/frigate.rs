@@ -1,7 +1,7 @@
 //! `coral-nfd frigate-config`: the Frigate `detectors:` block for the ready TPUs.
 //! Pure: inventory in, YAML text out.
 
-use crate::inventory::{Attr, Inventory};
+use crate::model::{Attr, Inventory};
 use crate::state;
 
 /// The detectors, and whether any device is ready.
@@ -93,9 +93,8 @@ pub fn detectors(inv: &Inventory) -> FrigateConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::Status;
-    use crate::inventory::testing::{apex, function};
-    use crate::inventory::{ApexDevice, PcieFunction};
+    use crate::model::testing::{apex, function};
+    use crate::model::{ApexDevice, PcieFunction, Status};
 
     fn tpu(n: u32, order: usize, status: Status) -> (PcieFunction, ApexDevice) {
         let a = ApexDevice {

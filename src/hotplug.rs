@@ -3,7 +3,8 @@
 //! inotify events, so this rides on devtmpfs (where the kernel creates the nodes); the
 //! periodic rescan stays as the fallback for everything else.
 
-use crate::daemon::Event;
+use crate::events::Event;
+use crate::log;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -24,10 +25,10 @@ pub enum Dir {
     Root,
     /// `bus`: `usb` appearing.
     Bus,
-    /// `bus/usb`: bus directories (`001`...) coming and going.
-    BusUsb,
-    /// `bus/usb/NNN`: device nodes.
-    UsbBus,
+    /// `bus/usb`: where bus directories (`001`...) come and go.
+    UsbBuses,
+    /// One `bus/usb/NNN`: where a bus's device nodes come and go.
+    UsbNodes,
 }
 
 /// What an event calls for.
@@ -56,9 +57,9 @@ pub fn classify(dir: Option<&Dir>, name: Option<&OsStr>, mask: EventMask) -> Act
         Some(Dir::Root) if name.starts_with(b"apex") => Action::Rescan,
         Some(Dir::Root) if name == b"bus" && is_dir => Action::RewatchAndRescan,
         Some(Dir::Bus) if name == b"usb" && is_dir => Action::RewatchAndRescan,
-        Some(Dir::BusUsb) if is_dir => Action::RewatchAndRescan,
-        Some(Dir::BusUsb) => Action::Rescan,
-        Some(Dir::UsbBus) => Action::Rescan,
+        Some(Dir::UsbBuses) if is_dir => Action::RewatchAndRescan,
+        Some(Dir::UsbBuses) => Action::Rescan,
+        Some(Dir::UsbNodes) => Action::Rescan,
         Some(_) => Action::Ignore,
     }
 }
@@ -85,12 +86,12 @@ impl Watcher {
         let mut want: Vec<(PathBuf, Dir)> = vec![
             (self.root.clone(), Dir::Root),
             (self.root.join("bus"), Dir::Bus),
-            (self.root.join("bus/usb"), Dir::BusUsb),
+            (self.root.join("bus/usb"), Dir::UsbBuses),
         ];
         if let Ok(entries) = std::fs::read_dir(self.root.join("bus/usb")) {
             for e in entries.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    want.push((e.path(), Dir::UsbBus));
+                    want.push((e.path(), Dir::UsbNodes));
                 }
             }
         }
@@ -124,10 +125,10 @@ impl Watcher {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!(
-                        "coral-nfd: warning: hotplug watch on {} stopped ({e}); the periodic rescan goes on",
+                    log::warning(format_args!(
+                        "hotplug watch on {} stopped ({e}); the periodic rescan goes on",
                         self.root.display()
-                    );
+                    ));
                     return;
                 }
             };
@@ -196,15 +197,15 @@ mod tests {
         );
         assert_eq!(
             c(
-                Some(Dir::BusUsb),
+                Some(Dir::UsbBuses),
                 "003",
                 EventMask::CREATE | EventMask::ISDIR
             ),
             RewatchAndRescan
         );
-        assert_eq!(c(Some(Dir::UsbBus), "004", EventMask::CREATE), Rescan);
+        assert_eq!(c(Some(Dir::UsbNodes), "004", EventMask::CREATE), Rescan);
         assert_eq!(
-            c(Some(Dir::UsbBus), "", EventMask::DELETE_SELF),
+            c(Some(Dir::UsbNodes), "", EventMask::DELETE_SELF),
             RewatchAndRescan
         );
         assert_eq!(

@@ -1,24 +1,34 @@
 //! coral-nfd: discover Coral Edge TPUs from sysfs and describe them to Node Feature
 //! Discovery.
 //!
-//! Three jobs, kept apart: **discover** ([`root`], [`pci`], [`apex`], [`usb`] into
-//! [`inventory`]), **compose** ([`state`], [`features`], [`label`]: pure functions of
-//! the inventory), **output** ([`output`], [`daemon`]).
+//! Three jobs, kept apart, with imports flowing one way:
+//! - **discover**: [`root`] (the one door to the host filesystem) and [`parse`] (pure
+//!   attribute parsers) feed [`scan`], which fills in the plain data of [`model`].
+//! - **compose**: pure functions of the model: [`state`] (readiness), [`features`]
+//!   (NFD features), [`label`] (Kubernetes syntax), [`render`] (the feature file's
+//!   text), and for people [`doctor`] and [`frigate`].
+//! - **output**: [`output`] (stdout, atomic file), [`labeler`] (the pipeline, once or
+//!   as a daemon), [`daemon`] (the loop), [`events`] (signals) and [`hotplug`]
+//!   (inotify), [`snapshot`]; [`log`] says everything on stderr.
+//!
+//! [`cli`] parses the command line and dispatches to [`labeler`] or [`commands`].
 
-pub mod apex;
-pub mod attr;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod doctor;
+pub mod events;
 pub mod features;
 pub mod frigate;
 pub mod hotplug;
-pub mod inventory;
 pub mod label;
+pub mod labeler;
+pub mod log;
+pub mod model;
 pub mod output;
-pub mod pci;
+pub mod parse;
+pub mod render;
 pub mod root;
+pub mod scan;
 pub mod snapshot;
 pub mod state;
-pub mod usb;

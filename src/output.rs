@@ -5,22 +5,6 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Warnings printed per scan at most; the rest are counted.
-const MAX_WARNINGS: usize = 50;
-
-/// A scan's warnings on stderr, at most [`MAX_WARNINGS`] of them.
-pub fn print_warnings(warnings: &[String]) {
-    for w in warnings.iter().take(MAX_WARNINGS) {
-        eprintln!("coral-nfd: warning: {w}");
-    }
-    if warnings.len() > MAX_WARNINGS {
-        eprintln!(
-            "coral-nfd: warning: ... and {} more",
-            warnings.len() - MAX_WARNINGS
-        );
-    }
-}
-
 /// Writes the feature file to stdout in one piece.
 pub fn to_stdout(content: &str) -> io::Result<()> {
     let mut out = io::stdout().lock();
@@ -48,17 +32,17 @@ const FILE_MODE: u32 = 0o644;
 impl AtomicFile {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        let dir = parent(&path);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let staging = dir.join(format!(".{name}.coral-nfd-tmp"));
+        let staging = staging_path(&path);
         AtomicFile { path, staging }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The hidden directory the temporary files are made in.
+    pub fn staging(&self) -> &Path {
+        &self.staging
     }
 
     /// Replaces the file with `content`. On error the previous file is untouched and
@@ -119,6 +103,15 @@ impl AtomicFile {
     fn err(&self, what: &str, path: &Path, e: io::Error) -> String {
         format!("{}: {what} {}: {e}", self.path.display(), path.display())
     }
+}
+
+/// Where [`AtomicFile`] stages writes to `path`: `.<name>.coral-nfd-tmp` beside it.
+pub fn staging_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent(path).join(format!(".{name}.coral-nfd-tmp"))
 }
 
 fn parent(path: &Path) -> PathBuf {

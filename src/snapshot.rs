@@ -1,11 +1,12 @@
 //! `coral-nfd snapshot`: copy exactly the part of sysfs coral-nfd reads into a directory
 //! that replays as `--sysfs-root DIR/sys --dev-root DIR/dev`, for bug reports and
-//! fixtures. Every read goes through [`Root`] (bounded, regular files only, never out
-//! of the root); symlinks are recreated as relative links between canonical paths.
+//! fixtures. Every read and every listing of sysfs goes through [`Root`] (bounded,
+//! regular files only, never out of the root); symlinks are recreated as relative
+//! links between canonical paths.
 
-use crate::inventory::{self, Depth, Inventory};
+use crate::model::Inventory;
 use crate::root::{FsError, Root};
-use crate::usb;
+use crate::scan::{self, Depth};
 use rustix::fs::FileType;
 use std::fmt::Write as _;
 use std::fs;
@@ -139,7 +140,9 @@ impl Writer<'_> {
         Ok(Some(target))
     }
 
-    /// Copies a directory's regular files and symlinks (not its sub-directories).
+    /// Copies a directory's regular files and symlinks (not its sub-directories). The
+    /// listing and every type check go through [`Root`] like the reads, so nothing
+    /// here looks outside the root.
     fn dir_shallow(&mut self, canonical: &Path) -> Result<(), String> {
         if !matches!(self.sys.stat(canonical), Ok(st) if st.file_type == FileType::Directory) {
             self.skipped
@@ -147,29 +150,25 @@ impl Writer<'_> {
             return Ok(());
         }
         self.mkdir(canonical)?;
-        let abs = self.sys.path().join(canonical);
-        for entry in walkdir::WalkDir::new(&abs)
-            .min_depth(1)
-            .max_depth(1)
-            .follow_links(false)
-            .sort_by_file_name()
-        {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    self.skipped.push(format!("{}: {e}", canonical.display()));
-                    continue;
+        let names = match self.sys.read_dir(canonical) {
+            Ok(names) => names,
+            Err(e) => {
+                self.skipped.push(format!("{}: {e}", canonical.display()));
+                return Ok(());
+            }
+        };
+        for name in names {
+            let rel = canonical.join(&name);
+            match self.sys.entry_type(&rel) {
+                Ok(FileType::Symlink) => {
+                    self.link(&rel)?;
                 }
-            };
-            let rel = canonical.join(entry.file_name());
-            let ft = entry.file_type();
-            if ft.is_symlink() {
-                self.link(&rel)?;
-            } else if ft.is_file() {
-                self.attr(&rel)?;
-            } else if !ft.is_dir() {
-                self.skipped
-                    .push(format!("{}: is not a regular file", rel.display()));
+                Ok(FileType::RegularFile) => self.attr(&rel)?,
+                Ok(FileType::Directory) | Err(FsError::Missing) => {}
+                Ok(_) => self
+                    .skipped
+                    .push(format!("{}: is not a regular file", rel.display())),
+                Err(e) => self.skipped.push(format!("{}: {e}", rel.display())),
             }
         }
         Ok(())
@@ -279,7 +278,7 @@ fn node_paths(inv: &Inventory) -> Vec<String> {
 }
 
 pub fn snapshot(sys: &Root, dev: &Root, out: &Path, force: bool) -> Result<Summary, String> {
-    let scan = inventory::discover_to(sys, dev, Depth::Doctor);
+    let scan = scan::discover_to(sys, dev, Depth::Doctor);
     let inv = &scan.inventory;
     let nonempty = !is_empty_dir(out).map_err(|e| format!("{}: {e}", out.display()))?;
     if nonempty && !force {
@@ -335,7 +334,7 @@ pub fn snapshot(sys: &Root, dev: &Root, out: &Path, force: bool) -> Result<Summa
     for name in list(sys, "bus/usb/devices") {
         let attrs = if coral_usb.contains(&name.as_str()) {
             CORAL_USB_ATTRS
-        } else if usb::is_port_path(&name) {
+        } else if scan::is_port_path(&name) {
             USB_ATTRS
         } else {
             &[]

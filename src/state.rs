@@ -1,8 +1,10 @@
 //! Readiness: pure functions from an [`Inventory`] to a verdict per device. The rules
 //! are the ones in the README ("What counts as a device, and when it is ready").
 
-use crate::attr::{Status, TEMP_NOT_ANSWERING};
-use crate::inventory::{ApexDevice, Attr, Inventory, Node, PcieFunction, UsbDevice};
+use crate::model::{
+    ApexDevice, Attr, Inventory, Node, PcieFunction, Status, TEMP_NOT_ANSWERING, UsbDevice,
+};
+use std::borrow::Cow;
 
 /// Why a node is not what the device needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,22 +69,25 @@ impl PcieState {
         *self == PcieState::Ready
     }
 
-    /// A short stable word for the `state` raw feature.
-    pub fn code(&self) -> String {
-        match self {
-            PcieState::Ready => "ready".into(),
-            PcieState::DriverNotLoaded => "driver-not-loaded".into(),
-            PcieState::NotBound => "not-bound".into(),
-            PcieState::OtherDriver(_) => "other-driver".into(),
-            PcieState::DriverUnreadable => "driver-unreadable".into(),
-            PcieState::NoClassDevice => "no-apex-device".into(),
-            PcieState::DevUnknown => "dev-unknown".into(),
-            PcieState::Node(p) => p.code().into(),
-            PcieState::Status(s) => format!("status-{}", s.as_str().to_ascii_lowercase()),
-            PcieState::StatusUnreadable => "status-unreadable".into(),
-            PcieState::NotAnswering => "not-answering".into(),
-            PcieState::TempUnreadable => "temp-unreadable".into(),
-        }
+    /// A short stable word for the `state` raw feature. Borrowed but for a status
+    /// word, which is the driver's own.
+    pub fn code(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            PcieState::Ready => "ready",
+            PcieState::DriverNotLoaded => "driver-not-loaded",
+            PcieState::NotBound => "not-bound",
+            PcieState::OtherDriver(_) => "other-driver",
+            PcieState::DriverUnreadable => "driver-unreadable",
+            PcieState::NoClassDevice => "no-apex-device",
+            PcieState::DevUnknown => "dev-unknown",
+            PcieState::Node(p) => p.code(),
+            PcieState::Status(s) => {
+                return Cow::Owned(format!("status-{}", s.as_str().to_ascii_lowercase()));
+            }
+            PcieState::StatusUnreadable => "status-unreadable",
+            PcieState::NotAnswering => "not-answering",
+            PcieState::TempUnreadable => "temp-unreadable",
+        })
     }
 }
 
@@ -136,12 +141,14 @@ impl UsbState {
         *self == UsbState::Ready
     }
 
-    pub fn code(&self) -> &'static str {
-        match self {
+    /// A short stable word for the `state` raw feature (the same type as
+    /// [`PcieState::code`]).
+    pub fn code(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             UsbState::Ready => "ready",
             UsbState::Unnumbered => "dev-unknown",
             UsbState::Node(p) => p.code(),
-        }
+        })
     }
 }
 
@@ -158,8 +165,8 @@ pub fn usb_state(d: &UsbDevice) -> UsbState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::NodeInfo;
-    use crate::inventory::testing::{char_node, one_ready_tpu};
+    use crate::model::NodeInfo;
+    use crate::model::testing::{char_node, one_ready_tpu};
 
     fn node(char_device: bool, rdev: (u32, u32)) -> Node {
         Attr::Value(NodeInfo {
@@ -242,7 +249,7 @@ mod tests {
     fn usb_rules() {
         let mut d = UsbDevice {
             path: "3-4".into(),
-            mode: crate::inventory::UsbMode::Dfu,
+            mode: crate::model::UsbMode::Dfu,
             busnum: Attr::Value(3),
             devnum: Attr::Value(2),
             dev: Attr::Value((189, 257)),

@@ -4,12 +4,10 @@
 //! tree: no panic, bounded time, and every emitted line valid; doctor, frigate-config
 //! and snapshot likewise. A subset also runs the binary (exit 0 in one-shot mode).
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use coral_nfd::label::Prefix;
 use coral_nfd::root::Root;
-use coral_nfd::{cli, doctor, frigate, inventory, snapshot};
+use coral_nfd::{doctor, frigate, labeler, render, scan, snapshot};
 use proptest::prelude::*;
 use std::ffi::OsStr;
 use std::fs;
@@ -531,8 +529,8 @@ fn check(t: &Tree, cov: &Coverage) -> Result<(), TestCaseError> {
     let sys = Root::open(&sys_p);
     let dev = Root::open(&dev_p);
 
-    let (body, warnings) = cli::scan_body(&sys, &dev, &Prefix::default());
-    let file = coral_nfd::features::render(&body, None);
+    let (body, warnings) = labeler::body(&sys, &dev, &Prefix::default());
+    let file = render::render(&body, None);
     parse_nfd(&file).map_err(|e| TestCaseError::fail(format!("{e}\n{file}")))?;
     let counter =
         if body.contains("coral-tpu.pcie.ready.count=0") || !body.contains("pcie.ready.count") {
@@ -550,14 +548,14 @@ fn check(t: &Tree, cov: &Coverage) -> Result<(), TestCaseError> {
         cov.with_warnings.fetch_add(1, Ordering::Relaxed);
     }
 
-    let scan = inventory::discover_to(&sys, &dev, inventory::Depth::Doctor);
+    let scan = scan::discover_to(&sys, &dev, scan::Depth::Doctor);
     let searched = doctor::Searched {
         sysfs_root: sys_p.display().to_string(),
         dev_root: dev_p.display().to_string(),
         pci_functions: scan.inventory.pci_scanned,
         usb_devices: scan.inventory.usb_scanned,
     };
-    let report = doctor::diagnose(&scan.inventory, searched, scan.warnings.0.clone());
+    let report = doctor::diagnose(&scan.inventory, searched, scan.warnings.clone());
     serde_json::to_string(&report).unwrap();
     for line in doctor::render_text(&report, false).lines() {
         prop_assert!(line.chars().count() <= 80, "{:?}", line);

@@ -1,10 +1,21 @@
-//! What a scan found, as plain data: no file handles, no paths under the roots. The
-//! composing side ([`crate::state`], [`crate::features`]) works on this alone, so it is
-//! tested with plain values.
+//! What a scan found, as plain data: no file handles, no paths under the roots, no
+//! I/O. [`crate::scan`] fills it in; the composing side ([`crate::state`],
+//! [`crate::features`], [`crate::doctor`], [`crate::frigate`]) works on it alone, so it
+//! is tested with plain values. This module imports nothing that touches the host.
 
-use crate::attr::Status;
-use crate::root::{EntryStat, FsError, Root};
-use rustix::fs::FileType;
+use serde::Serialize;
+use std::fmt;
+
+/// The identities of Coral hardware, written down once.
+pub mod ids {
+    /// The Edge TPU as a PCIe function (M.2, Mini PCIe, Dual Edge): `1ac1:089a`.
+    pub const PCI_VENDOR: u16 = 0x1ac1;
+    pub const PCI_DEVICE: u16 = 0x089a;
+    /// A USB Accelerator before its firmware is loaded (Global Unichip): `1a6e:089a`.
+    pub const USB_DFU: (u16, u16) = (0x1a6e, 0x089a);
+    /// A USB Accelerator running its firmware (Google): `18d1:9302`.
+    pub const USB_APP: (u16, u16) = (0x18d1, 0x9302);
+}
 
 /// An attribute that may be absent, present but unusable, or a value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -25,6 +36,39 @@ impl<T> Attr<T> {
         }
     }
 }
+
+/// The apex `status` attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Alive,
+    Lamed,
+    Dead,
+    DriverExiting,
+    /// Some other upper-case word a later driver might add.
+    Other(String),
+}
+
+impl Status {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::Alive => "ALIVE",
+            Status::Lamed => "LAMED",
+            Status::Dead => "DEAD",
+            Status::DriverExiting => "DRIVER_EXITING",
+            Status::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the apex `temp` register gives when the device no longer answers on the bus
+/// (an all-ones read through the driver's conversion).
+pub const TEMP_NOT_ANSWERING: i64 = -89700;
 
 /// A device node under the dev root, as `stat` sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +112,7 @@ pub struct ApexDevice {
     /// Position in the directory order of `class/apex`: libedgetpu numbers PCIe TPUs
     /// (Frigate's `pci:N`) in that order, counting entries whose node is a char device.
     pub class_order: usize,
-    /// Read only for `doctor` (see [`Depth`]).
+    /// Read only for `doctor` (see [`crate::scan::Depth`]).
     pub details: Option<ApexDetails>,
 }
 
@@ -84,15 +128,6 @@ pub struct ApexDetails {
     pub framework_version: Attr<String>,
 }
 
-/// How much a scan reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Depth {
-    /// What the readiness rules need: the labeler's every-interval scan.
-    Labels,
-    /// Also the details `doctor` reports.
-    Doctor,
-}
-
 impl ApexDevice {
     /// Where the node lives on the host, whatever `--dev-root` was.
     pub fn node_path(&self) -> String {
@@ -101,7 +136,8 @@ impl ApexDevice {
 }
 
 /// Which of its two identities a Coral USB Accelerator shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UsbMode {
     /// `1a6e:089a`: as plugged in, before the runtime loads its firmware.
     Dfu,
@@ -112,10 +148,23 @@ pub enum UsbMode {
 impl UsbMode {
     pub fn from_ids(vendor: u16, product: u16) -> Option<UsbMode> {
         match (vendor, product) {
-            (0x1a6e, 0x089a) => Some(UsbMode::Dfu),
-            (0x18d1, 0x9302) => Some(UsbMode::App),
+            ids::USB_DFU => Some(UsbMode::Dfu),
+            ids::USB_APP => Some(UsbMode::App),
             _ => None,
         }
+    }
+
+    /// `(vendor, product)` of this mode.
+    pub fn ids(self) -> (u16, u16) {
+        match self {
+            UsbMode::Dfu => ids::USB_DFU,
+            UsbMode::App => ids::USB_APP,
+        }
+    }
+
+    /// Whether `vendor` is one of the two a Coral stick can show (the cheap first test).
+    pub fn is_coral_vendor(vendor: u16) -> bool {
+        vendor == ids::USB_DFU.0 || vendor == ids::USB_APP.0
     }
 
     pub fn as_str(self) -> &'static str {
@@ -177,108 +226,21 @@ impl Warnings {
     pub fn push(&mut self, msg: String) {
         self.0.push(msg);
     }
-}
 
-/// The result of a scan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scan {
-    pub inventory: Inventory,
-    pub warnings: Warnings,
-}
-
-/// Reads everything coral-nfd needs from the two roots. Never fails: what cannot be
-/// read becomes `Attr::Bad` or a skipped entry, with a warning.
-pub fn discover(sys: &Root, dev: &Root) -> Scan {
-    discover_to(sys, dev, Depth::Labels)
-}
-
-/// [`discover`], reading details too when `depth` asks for them.
-pub fn discover_to(sys: &Root, dev: &Root, depth: Depth) -> Scan {
-    let mut w = Warnings::default();
-    let mut inv = Inventory::default();
-    let coral = crate::pci::discover(sys, &mut inv, &mut w);
-    crate::apex::discover(sys, dev, &coral, depth, &mut inv, &mut w);
-    crate::usb::discover(sys, dev, &mut inv, &mut w);
-    Scan {
-        inventory: inv,
-        warnings: w,
+    pub fn extend(&mut self, other: Warnings) {
+        self.0.extend(other.0);
     }
-}
 
-/// Reads and parses an attribute: absent stays quiet, anything wrong is one warning.
-pub(crate) fn read_attr<T>(
-    root: &Root,
-    rel: &str,
-    parse: impl FnOnce(&[u8]) -> Result<T, String>,
-    w: &mut Warnings,
-) -> Attr<T> {
-    match root.read_attr(rel) {
-        Ok(bytes) => match parse(&bytes) {
-            Ok(v) => Attr::Value(v),
-            Err(why) => {
-                w.push(format!("{}: {why}", root.display(rel)));
-                Attr::Bad
-            }
-        },
-        Err(FsError::Missing) => Attr::Absent,
-        Err(e) => {
-            w.push(format!("{}: {e}", root.display(rel)));
-            Attr::Bad
-        }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
-}
 
-/// Looks up a device node under the dev root.
-pub(crate) fn read_node(dev: &Root, rel: &str, w: &mut Warnings) -> Node {
-    match dev.stat(rel) {
-        Ok(st) => Attr::Value(node_info(&st)),
-        Err(FsError::Missing) => Attr::Absent,
-        Err(e) => {
-            w.push(format!("{}: {e}", dev.display(rel)));
-            Attr::Bad
-        }
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
-}
 
-fn node_info(st: &EntryStat) -> NodeInfo {
-    NodeInfo {
-        char_device: st.file_type == FileType::CharacterDevice,
-        rdev: st.rdev,
-        mode: st.mode,
-        uid: st.uid,
-        gid: st.gid,
-    }
-}
-
-/// Lists a directory, sorted; a missing one is simply empty (no USB bus, no driver).
-pub(crate) fn list_dir(root: &Root, rel: &str, w: &mut Warnings) -> Vec<String> {
-    let mut names = list_dir_unsorted(root, rel, w);
-    names.sort();
-    names
-}
-
-/// [`list_dir`] in the filesystem's order.
-pub(crate) fn list_dir_unsorted(root: &Root, rel: &str, w: &mut Warnings) -> Vec<String> {
-    match root.read_dir_unsorted(rel) {
-        Ok(names) => names
-            .into_iter()
-            .filter_map(|n| match n.into_string() {
-                Ok(s) => Some(s),
-                Err(n) => {
-                    w.push(format!(
-                        "{}: skipping entry with a name that is not UTF-8: {:?}",
-                        root.display(rel),
-                        n
-                    ));
-                    None
-                }
-            })
-            .collect(),
-        Err(FsError::Missing) => Vec::new(),
-        Err(e) => {
-            w.push(format!("{}: {e}", root.display(rel)));
-            Vec::new()
-        }
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
     }
 }
 

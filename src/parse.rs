@@ -1,7 +1,8 @@
 //! Parsers for the sysfs attribute formats coral-nfd reads. Pure functions over bytes:
 //! whatever a file holds, they return a value or a message saying what was expected.
+//! (Named `parse`, not `attr`: [`crate::model::Attr`] is the value they end up in.)
 
-use std::fmt;
+use crate::model::Status;
 
 /// What a malformed attribute held, for a warning: escaped, and cut short.
 pub fn describe(bytes: &[u8]) -> String {
@@ -70,35 +71,6 @@ pub fn small_uint(bytes: &[u8]) -> Result<u32, String> {
     }
 }
 
-/// The apex `status` attribute.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    Alive,
-    Lamed,
-    Dead,
-    DriverExiting,
-    /// Some other upper-case word a later driver might add.
-    Other(String),
-}
-
-impl Status {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Status::Alive => "ALIVE",
-            Status::Lamed => "LAMED",
-            Status::Dead => "DEAD",
-            Status::DriverExiting => "DRIVER_EXITING",
-            Status::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 pub fn status(bytes: &[u8]) -> Result<Status, String> {
     let t = trimmed(bytes);
     Ok(match t {
@@ -118,10 +90,6 @@ pub fn status(bytes: &[u8]) -> Result<Status, String> {
         _ => return Err(expected("a status word like ALIVE", bytes)),
     })
 }
-
-/// What the apex `temp` register gives when the device no longer answers on the bus
-/// (an all-ones read through the driver's conversion).
-pub const TEMP_NOT_ANSWERING: i64 = -89700;
 
 /// A temperature in millidegrees Celsius (`temp`, `trip_point0_temp`, ...).
 pub fn millicelsius(bytes: &[u8]) -> Result<i64, String> {
@@ -216,7 +184,10 @@ mod tests {
     #[test]
     fn temperatures() {
         assert_eq!(millicelsius(b"49300\n"), Ok(49300));
-        assert_eq!(millicelsius(b"-89700\n"), Ok(TEMP_NOT_ANSWERING));
+        assert_eq!(
+            millicelsius(b"-89700\n"),
+            Ok(crate::model::TEMP_NOT_ANSWERING)
+        );
         for bad in [&b""[..], b"-", b"4.9", b"99999999999", b"--1", b"+1"] {
             assert!(millicelsius(bad).is_err(), "{bad:?}");
         }

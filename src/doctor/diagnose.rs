@@ -1,124 +1,16 @@
-//! `coral-nfd doctor`: for a person, why each TPU is or is not ready and what to do.
-//! [`diagnose`] is a pure function of the inventory (the same scan the labeler does,
-//! with details); [`render_text`] and serde's JSON present the one [`Report`].
+//! Findings from the model: for each device, its state by the labeler's rules
+//! ([`crate::state`]), what else is worth knowing (throttling, USB 2, the staging
+//! driver), and what to do about each. Pure: inventory in, [`Report`] out.
 
-use crate::attr::{Status, TEMP_NOT_ANSWERING};
-use crate::inventory::{ApexDevice, Attr, Inventory, Node, PcieFunction, UsbDevice, UsbMode};
-use crate::pci::{CORAL_DEVICE, CORAL_VENDOR};
+use super::report::{
+    DeviceKind, DeviceReport, DriverReport, EXIT_ALL_READY, EXIT_NO_DEVICE, EXIT_PROBLEM, Finding,
+    Level, NodeReport, Report, SCHEMA_VERSION, Searched, Temperature,
+};
+use crate::model::{
+    ApexDevice, Attr, Inventory, Node, PcieFunction, Status, TEMP_NOT_ANSWERING, UsbDevice,
+    UsbMode, Warnings, ids,
+};
 use crate::state::{self, NodeProblem, PcieState, UsbState};
-use serde::Serialize;
-
-/// Bumped only when a field is removed or changes meaning; new fields may appear.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// Exit codes of `doctor`.
-pub const EXIT_ALL_READY: u8 = 0;
-pub const EXIT_PROBLEM: u8 = 1;
-pub const EXIT_NO_DEVICE: u8 = 3;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Fine.
-    Ok,
-    /// Worth knowing, nothing to fix.
-    Note,
-    /// Works, but slower than it could.
-    Warning,
-    /// Does not work (or will not with the current runtime).
-    Problem,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub level: Level,
-    /// Stable short name: the `state` raw feature for readiness failures, or
-    /// `throttled`, `staging-driver`, `usb2`, `dfu-mode`, `ready`.
-    pub code: String,
-    pub message: String,
-    pub remedies: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeReport {
-    /// Path on the host (`/dev/apex_0`).
-    pub path: String,
-    pub exists: bool,
-    pub char_device: bool,
-    /// `major:minor` of the node, when it is a device.
-    pub rdev: Option<String>,
-    /// `major:minor` the kernel published in `dev`.
-    pub expected: Option<String>,
-    pub matches: bool,
-    /// Permission bits in octal, e.g. `0660`.
-    pub mode: Option<String>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Temperature {
-    pub celsius: f64,
-    /// Trip points 0..2 in degrees Celsius, as the driver reports them.
-    pub trip_points_celsius: Vec<f64>,
-    /// The clock the driver runs the TPU at for this temperature.
-    pub clock_mhz: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeviceReport {
-    /// `pcie` or `usb`.
-    pub kind: &'static str,
-    /// PCI address or USB port path.
-    pub id: String,
-    pub vendor_id: String,
-    pub product_id: String,
-    pub product: String,
-    /// Ready by the labeler's rules (`coral-tpu.ready` counts it).
-    pub ready: bool,
-    /// The worst level among the findings.
-    pub verdict: Level,
-    pub state: String,
-    pub driver: Option<String>,
-    pub apex: Option<String>,
-    pub status: Option<String>,
-    pub temperature: Option<Temperature>,
-    pub driver_version: Option<String>,
-    pub framework_version: Option<String>,
-    pub usb_speed_mbps: Option<String>,
-    pub usb_mode: Option<&'static str>,
-    pub node: Option<NodeReport>,
-    pub findings: Vec<Finding>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Searched {
-    pub sysfs_root: String,
-    pub dev_root: String,
-    pub pci_functions: usize,
-    pub usb_devices: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DriverReport {
-    pub loaded: bool,
-    pub version: Option<String>,
-    pub gasket_version: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    pub schema_version: u32,
-    pub coral_nfd_version: &'static str,
-    pub searched: Searched,
-    pub driver: DriverReport,
-    pub devices: Vec<DeviceReport>,
-    pub ready_count: usize,
-    pub problem_count: usize,
-    pub exit_code: u8,
-    /// What went wrong reading sysfs (paths and reasons).
-    pub warnings: Vec<String>,
-}
 
 fn attr_string<T: ToString>(a: &Attr<T>) -> Option<String> {
     a.value().map(ToString::to_string)
@@ -270,7 +162,7 @@ fn pcie_findings(state: &PcieState, a: Option<&ApexDevice>, inv: &Inventory) -> 
         )],
         PcieState::Status(s) => vec![finding(
             Problem,
-            &state.code(),
+            state.code().as_ref(),
             format!("Status {s}: the driver does not consider the device usable."),
             &["Power-cycle the machine; if it persists, reseat the card and check dmesg."],
         )],
@@ -372,14 +264,14 @@ fn pcie_report(inv: &Inventory, f: &PcieFunction) -> DeviceReport {
     let findings = pcie_findings(&st, a, inv);
     let details = a.and_then(|a| a.details.as_ref());
     DeviceReport {
-        kind: "pcie",
+        kind: DeviceKind::Pcie,
         id: f.address.clone(),
-        vendor_id: format!("{CORAL_VENDOR:04x}"),
-        product_id: format!("{CORAL_DEVICE:04x}"),
+        vendor_id: format!("{:04x}", ids::PCI_VENDOR),
+        product_id: format!("{:04x}", ids::PCI_DEVICE),
         product: pci_product_name(),
         ready: st.is_ready(),
         verdict: worst(&findings),
-        state: st.code(),
+        state: st.code().into_owned(),
         driver: attr_string(&f.driver),
         apex: f.apex.clone(),
         status: a.and_then(|a| attr_string(&a.status)),
@@ -395,7 +287,7 @@ fn pcie_report(inv: &Inventory, f: &PcieFunction) -> DeviceReport {
 
 /// "Global Unichip Corp. Coral Edge TPU", from the pci.ids database.
 pub fn pci_product_name() -> String {
-    match pci_ids::Device::from_vid_pid(CORAL_VENDOR, CORAL_DEVICE) {
+    match pci_ids::Device::from_vid_pid(ids::PCI_VENDOR, ids::PCI_DEVICE) {
         Some(d) => format!("{} {}", d.vendor().name(), d.name()),
         None => "Coral Edge TPU".into(),
     }
@@ -471,19 +363,16 @@ fn usb_findings(st: UsbState, d: &UsbDevice) -> Vec<Finding> {
 fn usb_report(d: &UsbDevice) -> DeviceReport {
     let st = state::usb_state(d);
     let findings = usb_findings(st, d);
-    let (vid, pid) = match d.mode {
-        UsbMode::Dfu => ("1a6e", "089a"),
-        UsbMode::App => ("18d1", "9302"),
-    };
+    let (vid, pid) = d.mode.ids();
     DeviceReport {
-        kind: "usb",
+        kind: DeviceKind::Usb,
         id: d.path.clone(),
-        vendor_id: vid.into(),
-        product_id: pid.into(),
+        vendor_id: format!("{vid:04x}"),
+        product_id: format!("{pid:04x}"),
         product: usb_product_name(d.mode).into(),
         ready: st.is_ready(),
         verdict: worst(&findings),
-        state: st.code().into(),
+        state: st.code().into_owned(),
         driver: None,
         apex: None,
         status: None,
@@ -491,7 +380,7 @@ fn usb_report(d: &UsbDevice) -> DeviceReport {
         driver_version: None,
         framework_version: None,
         usb_speed_mbps: attr_string(&d.speed),
-        usb_mode: Some(d.mode.as_str()),
+        usb_mode: Some(d.mode),
         node: d
             .node_path()
             .map(|p| node_report(p, &d.node, d.dev.value().copied())),
@@ -503,7 +392,7 @@ fn worst(f: &[Finding]) -> Level {
     f.iter().map(|f| f.level).max().unwrap_or(Level::Ok)
 }
 
-pub fn diagnose(inv: &Inventory, searched: Searched, warnings: Vec<String>) -> Report {
+pub fn diagnose(inv: &Inventory, searched: Searched, warnings: Warnings) -> Report {
     let mut devices: Vec<DeviceReport> = inv.pcie.iter().map(|f| pcie_report(inv, f)).collect();
     devices.extend(inv.usb.iter().map(usb_report));
     let ready_count = devices.iter().filter(|d| d.ready).count();
@@ -531,232 +420,16 @@ pub fn diagnose(inv: &Inventory, searched: Searched, warnings: Vec<String>) -> R
         ready_count,
         problem_count,
         exit_code,
-        warnings,
+        warnings: warnings.0,
     }
-}
-
-// --- text ---------------------------------------------------------------------------
-
-const WIDTH: usize = 80;
-
-/// ANSI colours, or none.
-struct Paint(bool);
-
-impl Paint {
-    fn level(&self, l: Level, text: &str) -> String {
-        let code = match l {
-            Level::Ok => "32",
-            Level::Note => "36",
-            Level::Warning => "33",
-            Level::Problem => "31;1",
-        };
-        if self.0 {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
-    }
-
-    fn bold(&self, text: &str) -> String {
-        if self.0 {
-            format!("\x1b[1m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
-    }
-}
-
-fn level_word(l: Level) -> &'static str {
-    match l {
-        Level::Ok => "READY",
-        Level::Note => "NOTE",
-        Level::Warning => "WARNING",
-        Level::Problem => "PROBLEM",
-    }
-}
-
-/// Appends `text` wrapped to the width, first line after `label` (padded to 14
-/// columns), the rest indented to match.
-fn field(out: &mut String, label: &str, text: &str) {
-    let indent = " ".repeat(16);
-    let first = format!("  {label:<13} ");
-    let opts = textwrap::Options::new(WIDTH)
-        .word_splitter(textwrap::WordSplitter::NoHyphenation)
-        .initial_indent(&first)
-        .subsequent_indent(&indent);
-    for line in textwrap::wrap(text, opts) {
-        out.push_str(&line);
-        out.push('\n');
-    }
-}
-
-fn node_text(n: &NodeReport) -> String {
-    if !n.exists {
-        return format!("{}: missing", n.path);
-    }
-    if !n.char_device {
-        return format!("{}: not a character device", n.path);
-    }
-    let rdev = n.rdev.as_deref().unwrap_or("?");
-    let matches = if n.matches {
-        "matches the kernel".to_string()
-    } else {
-        format!("kernel says {}", n.expected.as_deref().unwrap_or("?"))
-    };
-    format!(
-        "{}: char {rdev}, {matches}; mode {}, uid {}, gid {}",
-        n.path,
-        n.mode.as_deref().unwrap_or("?"),
-        n.uid.map_or("?".into(), |u| u.to_string()),
-        n.gid.map_or("?".into(), |g| g.to_string()),
-    )
-}
-
-/// The report for a person, at most 80 columns wide.
-pub fn render_text(r: &Report, colour: bool) -> String {
-    let p = Paint(colour);
-    let mut out = String::new();
-    out.push_str(&p.bold(&format!("coral-nfd doctor {}", r.coral_nfd_version)));
-    out.push('\n');
-    field(
-        &mut out,
-        "searched",
-        &format!(
-            "{} PCI functions and {} USB entries under {}; device nodes under {}",
-            r.searched.pci_functions,
-            r.searched.usb_devices,
-            r.searched.sysfs_root,
-            r.searched.dev_root
-        ),
-    );
-    let driver = if r.driver.loaded {
-        format!(
-            "apex {} loaded; gasket {}",
-            r.driver.version.as_deref().unwrap_or("(version unknown)"),
-            r.driver
-                .gasket_version
-                .as_deref()
-                .unwrap_or("(version unknown)")
-        )
-    } else {
-        "apex not loaded (no /sys/bus/pci/drivers/apex)".into()
-    };
-    field(&mut out, "driver", &driver);
-
-    for d in &r.devices {
-        out.push('\n');
-        let kind = if d.kind == "pcie" { "PCIe" } else { "USB" };
-        let title = format!(
-            "{kind} {}  {} [{}:{}]",
-            d.id, d.product, d.vendor_id, d.product_id
-        );
-        for line in textwrap::wrap(&title, WIDTH) {
-            out.push_str(&p.bold(&line));
-            out.push('\n');
-        }
-        if d.kind == "pcie" {
-            field(
-                &mut out,
-                "driver",
-                d.driver.as_deref().unwrap_or("none bound"),
-            );
-            if let Some(a) = &d.apex {
-                field(&mut out, "class device", a);
-            }
-            if let Some(v) = &d.driver_version {
-                let fw = d.framework_version.as_deref().unwrap_or("?");
-                field(&mut out, "versions", &format!("driver {v}, framework {fw}"));
-            }
-        }
-        if let Some(mode) = d.usb_mode {
-            let what = if mode == "dfu" {
-                "dfu (firmware not loaded)"
-            } else {
-                "app (firmware loaded)"
-            };
-            field(&mut out, "mode", what);
-        }
-        if let Some(s) = &d.usb_speed_mbps {
-            field(&mut out, "speed", &format!("{s} Mbit/s"));
-        }
-        if let Some(n) = &d.node {
-            field(&mut out, "node", &node_text(n));
-        }
-        if let Some(s) = &d.status {
-            field(&mut out, "status", s);
-        }
-        if let Some(t) = &d.temperature {
-            let trips: Vec<String> = t
-                .trip_points_celsius
-                .iter()
-                .map(|c| format!("{c:.1}"))
-                .collect();
-            let trips = if trips.is_empty() {
-                String::new()
-            } else {
-                format!(" (throttles at {} °C)", trips.join(" / "))
-            };
-            let clock = if t.clock_mhz >= 500.0 {
-                "500 MHz, full speed".to_string()
-            } else {
-                format!("{} MHz, throttled", t.clock_mhz)
-            };
-            field(
-                &mut out,
-                "temperature",
-                &format!("{:.2} °C{trips}; clock {clock}", t.celsius),
-            );
-        }
-        let verdict = p.level(d.verdict, level_word(d.verdict));
-        field(&mut out, "verdict", &format!("{verdict} ({})", d.state));
-        for f in d.findings.iter().filter(|f| f.level != Level::Ok) {
-            let tag = p.level(f.level, level_word(f.level));
-            field(&mut out, "", &format!("{tag}: {}", f.message));
-            for rem in &f.remedies {
-                field(&mut out, "", &format!("-> {rem}"));
-            }
-        }
-    }
-    out.push('\n');
-    let summary = if r.devices.is_empty() {
-        "No Coral Edge TPU found.".to_string()
-    } else {
-        format!(
-            "{} Coral device(s), {} ready, {} with a problem.",
-            r.devices.len(),
-            r.ready_count,
-            r.problem_count
-        )
-    };
-    out.push_str(&p.bold(&summary));
-    out.push('\n');
-    if !r.warnings.is_empty() {
-        out.push_str(&format!(
-            "\n{} warning(s) while reading sysfs:\n",
-            r.warnings.len()
-        ));
-        for w in &r.warnings {
-            for line in textwrap::wrap(
-                w,
-                textwrap::Options::new(WIDTH)
-                    .initial_indent("  ")
-                    .subsequent_indent("    "),
-            ) {
-                out.push_str(&line);
-                out.push('\n');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::ApexDetails;
-    use crate::inventory::testing;
+    use crate::model::{ApexDetails, testing};
 
-    fn apex(temp: i64) -> ApexDevice {
+    pub(crate) fn apex(temp: i64) -> ApexDevice {
         ApexDevice {
             temp: Attr::Value(temp),
             details: Some(ApexDetails {
@@ -788,35 +461,30 @@ mod tests {
     }
 
     #[test]
-    fn text_fits_80_columns() {
-        let inv = Inventory {
-            driver_loaded: true,
-            pcie: vec![PcieFunction {
-                address: "0000:03:00.0".into(),
-                driver: Attr::Value("apex".into()),
-                apex: Some("apex_0".into()),
-            }],
-            apex: vec![ApexDevice {
-                status: Attr::Value(Status::Lamed),
-                ..apex(86050)
-            }],
-            ..Inventory::default()
-        };
+    fn kinds_and_modes_serialize_as_before() {
+        let mut inv = testing::one_ready_tpu();
+        inv.usb.push(UsbDevice {
+            path: "3-4".into(),
+            mode: UsbMode::Dfu,
+            busnum: Attr::Value(3),
+            devnum: Attr::Value(2),
+            dev: Attr::Value((189, 257)),
+            speed: Attr::Value("5000".into()),
+            node: testing::char_node((189, 257)),
+        });
         let searched = Searched {
             sysfs_root: "/sys".into(),
             dev_root: "/dev".into(),
             pci_functions: 1,
-            usb_devices: 0,
+            usb_devices: 1,
         };
-        let r = diagnose(&inv, searched, vec!["x".repeat(200)]);
-        assert_eq!(r.exit_code, EXIT_PROBLEM);
-        let text = render_text(&r, false);
-        for line in text.lines() {
-            assert!(line.chars().count() <= WIDTH, "{line:?}");
-        }
-        assert!(text.contains("status-lamed"));
-        assert!(text.contains("Throttled to 250 MHz"));
-        assert!(!text.contains('\x1b'));
-        assert!(render_text(&r, true).contains("\x1b[31;1mPROBLEM"));
+        let r = diagnose(&inv, searched, Warnings::default());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["devices"][0]["kind"], "pcie");
+        assert_eq!(v["devices"][0]["vendor_id"], "1ac1");
+        assert_eq!(v["devices"][1]["kind"], "usb");
+        assert_eq!(v["devices"][1]["usb_mode"], "dfu");
+        assert_eq!(v["devices"][1]["vendor_id"], "1a6e");
+        assert_eq!(v["devices"][1]["product_id"], "089a");
     }
 }

@@ -1,8 +1,6 @@
 //! The command-line contract: flags, environment variables, exit codes.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use std::process::Command;
 
 fn code(args: &[&str]) -> (Option<i32>, String) {

@@ -1,15 +1,13 @@
 //! PCI functions with the Coral IDs, from `bus/pci/devices`.
 
-use crate::attr;
-use crate::inventory::{Attr, Inventory, PcieFunction, Warnings, list_dir, read_attr};
-use crate::root::{FsError, Root};
-
-pub const CORAL_VENDOR: u16 = 0x1ac1;
-pub const CORAL_DEVICE: u16 = 0x089a;
+use super::{list_dir, quiet_if_missing, read_attr};
+use crate::model::{Attr, Inventory, PcieFunction, Warnings, ids};
+use crate::parse;
+use crate::root::Root;
 
 /// A Coral function's identity on the filesystem, so an `apex_N/device` link can be
 /// matched to it whatever path it takes.
-pub struct CoralFunction {
+pub(super) struct CoralFunction {
     pub address: String,
     pub identity: Option<(u64, u64)>,
 }
@@ -38,16 +36,20 @@ pub fn is_pci_address(name: &str) -> bool {
 
 /// Reads `vendor` of every function (and `device` only where the vendor matches: the
 /// one attribute read per non-Coral function is the whole cost of a scan).
-pub fn discover(sys: &Root, inv: &mut Inventory, w: &mut Warnings) -> Vec<CoralFunction> {
+pub(super) fn discover(sys: &Root, inv: &mut Inventory, w: &mut Warnings) -> Vec<CoralFunction> {
     let mut found = Vec::new();
     let names = list_dir(sys, "bus/pci/devices", w);
     inv.pci_scanned = names.len();
     for name in names {
         let base = format!("bus/pci/devices/{name}");
-        if read_attr(sys, &format!("{base}/vendor"), attr::hex_id, w) != Attr::Value(CORAL_VENDOR) {
+        if read_attr(sys, &format!("{base}/vendor"), parse::hex_id, w)
+            != Attr::Value(ids::PCI_VENDOR)
+        {
             continue;
         }
-        if read_attr(sys, &format!("{base}/device"), attr::hex_id, w) != Attr::Value(CORAL_DEVICE) {
+        if read_attr(sys, &format!("{base}/device"), parse::hex_id, w)
+            != Attr::Value(ids::PCI_DEVICE)
+        {
             continue;
         }
         if !is_pci_address(&name) {
@@ -79,8 +81,8 @@ pub fn discover(sys: &Root, inv: &mut Inventory, w: &mut Warnings) -> Vec<CoralF
 }
 
 fn driver_name(sys: &Root, rel: &str, w: &mut Warnings) -> Attr<String> {
-    match sys.link_dir_name(rel) {
-        Ok(name) => match name.into_string() {
+    match quiet_if_missing(sys, rel, sys.link_dir_name(rel), w) {
+        Attr::Value(name) => match name.into_string() {
             Ok(s) => Attr::Value(s),
             Err(n) => {
                 w.push(format!(
@@ -90,11 +92,8 @@ fn driver_name(sys: &Root, rel: &str, w: &mut Warnings) -> Attr<String> {
                 Attr::Bad
             }
         },
-        Err(FsError::Missing) => Attr::Absent,
-        Err(e) => {
-            w.push(format!("{}: {e}", sys.display(rel)));
-            Attr::Bad
-        }
+        Attr::Absent => Attr::Absent,
+        Attr::Bad => Attr::Bad,
     }
 }
 

@@ -4,11 +4,10 @@
 //! byte-for-byte intact and no temporary file is left behind, even after 1000 failures.
 //! Needs root (mount, chattr); where that is refused the test says so loudly.
 
-mod common;
-
-use common::*;
+use crate::bed::staging;
+use crate::util::*;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -97,13 +96,6 @@ fn one_shot(sys: &Path, out: &Path) -> std::process::Output {
         "--output-file",
         out.to_str().unwrap(),
     ])
-}
-
-fn staging(out: &Path) -> PathBuf {
-    out.with_file_name(format!(
-        ".{}.coral-nfd-tmp",
-        out.file_name().unwrap().to_str().unwrap()
-    ))
 }
 
 /// No temporary file anywhere near the output (the staging directory may exist).

@@ -1,10 +1,9 @@
 //! Coral USB Accelerators, from `bus/usb/devices`. There is no kernel driver: the
 //! device is ready when its `/dev/bus/usb` node is there for libusb.
 
-use crate::attr;
-use crate::inventory::{
-    Attr, Inventory, UsbDevice, UsbMode, Warnings, list_dir, read_attr, read_node,
-};
+use super::{list_dir, read_attr, read_node};
+use crate::model::{Attr, Inventory, UsbDevice, UsbMode, Warnings};
+use crate::parse;
 use crate::root::Root;
 
 /// A USB device (not interface, not root hub) name: `3-4`, `1-1.2.3`.
@@ -16,7 +15,7 @@ pub fn is_port_path(name: &str) -> bool {
     number(bus) && ports.split('.').all(number)
 }
 
-pub fn discover(sys: &Root, dev: &Root, inv: &mut Inventory, w: &mut Warnings) {
+pub(super) fn discover(sys: &Root, dev: &Root, inv: &mut Inventory, w: &mut Warnings) {
     let names = list_dir(sys, "bus/usb/devices", w);
     inv.usb_scanned = names.len();
     for name in names {
@@ -26,14 +25,14 @@ pub fn discover(sys: &Root, dev: &Root, inv: &mut Inventory, w: &mut Warnings) {
             continue;
         }
         let base = format!("bus/usb/devices/{name}");
-        let Attr::Value(vendor) = read_attr(sys, &format!("{base}/idVendor"), attr::hex_id, w)
+        let Attr::Value(vendor) = read_attr(sys, &format!("{base}/idVendor"), parse::hex_id, w)
         else {
             continue;
         };
-        if vendor != 0x1a6e && vendor != 0x18d1 {
+        if !UsbMode::is_coral_vendor(vendor) {
             continue;
         }
-        let Attr::Value(product) = read_attr(sys, &format!("{base}/idProduct"), attr::hex_id, w)
+        let Attr::Value(product) = read_attr(sys, &format!("{base}/idProduct"), parse::hex_id, w)
         else {
             continue;
         };
@@ -42,10 +41,10 @@ pub fn discover(sys: &Root, dev: &Root, inv: &mut Inventory, w: &mut Warnings) {
         };
         let mut device = UsbDevice {
             mode,
-            busnum: read_attr(sys, &format!("{base}/busnum"), attr::small_uint, w),
-            devnum: read_attr(sys, &format!("{base}/devnum"), attr::small_uint, w),
-            dev: read_attr(sys, &format!("{base}/dev"), attr::dev_number, w),
-            speed: read_attr(sys, &format!("{base}/speed"), attr::usb_speed, w),
+            busnum: read_attr(sys, &format!("{base}/busnum"), parse::small_uint, w),
+            devnum: read_attr(sys, &format!("{base}/devnum"), parse::small_uint, w),
+            dev: read_attr(sys, &format!("{base}/dev"), parse::dev_number, w),
+            speed: read_attr(sys, &format!("{base}/speed"), parse::usb_speed, w),
             node: Attr::Absent,
             path: name,
         };

@@ -1,9 +1,7 @@
 //! scripts/reference-hook.sh (the plain-bash hook the benchmark measures coral-nfd
 //! against) applies the same rules: both print the same label lines on every fixture.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use std::process::Command;
 
 fn label_lines(feature_file: &str) -> Vec<String> {

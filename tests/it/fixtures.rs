@@ -1,9 +1,7 @@
 //! Every fixture scenario through the binary: golden output, NFD validity, and the
 //! readiness each scenario stands for.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use coral_nfd::label::Prefix;
 use coral_nfd::root::{Resolver, Root};
 use std::fs;
@@ -248,7 +246,7 @@ fn both_resolvers_agree() {
         for r in [Resolver::Openat2, Resolver::Walk] {
             let sys = Root::open(&sys_path).with_resolver(r);
             let devr = Root::open(dev.path()).with_resolver(r);
-            outputs.push(coral_nfd::cli::scan_body(&sys, &devr, &Prefix::default()));
+            outputs.push(coral_nfd::labeler::body(&sys, &devr, &Prefix::default()));
         }
         assert_eq!(outputs[0], outputs[1], "{name}");
     }

@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests: running the binary, building dev roots with
 //! mknod, and an NFD feature-file parser written from the NFD rules (not from the code
 //! under test).
-#![allow(dead_code)]
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -285,13 +284,4 @@ pub fn k8s_qualified_name(s: &str) -> bool {
 
 pub fn k8s_label_value(s: &str) -> bool {
     s.is_empty() || name_part(s)
-}
-
-/// Labels (key -> value) of a parsed file.
-pub fn labels(lines: &[NfdLine]) -> std::collections::BTreeMap<String, String> {
-    lines
-        .iter()
-        .filter(|l| !l.no_label)
-        .map(|l| (l.key.clone(), l.value.clone()))
-        .collect()
 }

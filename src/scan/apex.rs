@@ -1,12 +1,11 @@
 //! The apex driver: whether it is registered, its version, and its class devices
 //! `class/apex/apex_N` with their `/dev/apex_N` nodes.
 
-use crate::attr;
-use crate::inventory::{
-    ApexDetails, ApexDevice, Depth, Inventory, Warnings, list_dir_unsorted, read_attr, read_node,
-};
-use crate::pci::CoralFunction;
-use crate::root::{FsError, Root};
+use super::pci::CoralFunction;
+use super::{Depth, list_dir_unsorted, quiet_if_missing, read_attr, read_node};
+use crate::model::{ApexDetails, ApexDevice, Attr, Inventory, Warnings};
+use crate::parse;
+use crate::root::Root;
 use rustix::fs::FileType;
 
 /// `apex_N` -> N. Names libedgetpu would also pick up but that do not have this form
@@ -23,7 +22,7 @@ pub fn apex_index(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-pub fn discover(
+pub(super) fn discover(
     sys: &Root,
     dev: &Root,
     coral: &[CoralFunction],
@@ -31,16 +30,13 @@ pub fn discover(
     inv: &mut Inventory,
     w: &mut Warnings,
 ) {
-    inv.driver_loaded = match sys.stat("bus/pci/drivers/apex") {
-        Ok(st) => st.file_type == FileType::Directory,
-        Err(FsError::Missing) => false,
-        Err(e) => {
-            w.push(format!("{}: {e}", sys.display("bus/pci/drivers/apex")));
-            false
-        }
-    };
-    inv.driver_version = read_attr(sys, "module/apex/version", attr::version, w);
-    inv.gasket_version = read_attr(sys, "module/gasket/version", attr::version, w);
+    let driver = "bus/pci/drivers/apex";
+    inv.driver_loaded = matches!(
+        quiet_if_missing(sys, driver, sys.stat(driver), w),
+        Attr::Value(st) if st.file_type == FileType::Directory
+    );
+    inv.driver_version = read_attr(sys, "module/apex/version", parse::version, w);
+    inv.gasket_version = read_attr(sys, "module/gasket/version", parse::version, w);
 
     for (class_order, name) in list_dir_unsorted(sys, "class/apex", w)
         .into_iter()
@@ -58,10 +54,10 @@ pub fn discover(
         let device = ApexDevice {
             index,
             function,
-            dev: read_attr(sys, &format!("{base}/dev"), attr::dev_number, w),
+            dev: read_attr(sys, &format!("{base}/dev"), parse::dev_number, w),
             node: read_node(dev, &name, w),
-            status: read_attr(sys, &format!("{base}/status"), attr::status, w),
-            temp: read_attr(sys, &format!("{base}/temp"), attr::millicelsius, w),
+            status: read_attr(sys, &format!("{base}/status"), parse::status, w),
+            temp: read_attr(sys, &format!("{base}/temp"), parse::millicelsius, w),
             class_order,
             details: (depth == Depth::Doctor).then(|| details(sys, &base, w)),
             name,
@@ -84,15 +80,15 @@ fn details(sys: &Root, base: &str, w: &mut Warnings) -> ApexDetails {
         read_attr(
             sys,
             &format!("{base}/trip_point{n}_temp"),
-            attr::millicelsius,
+            parse::millicelsius,
             w,
         )
     };
     ApexDetails {
         trip_points: [trip(0, w), trip(1, w), trip(2, w)],
         interrupt_counts: sys.stat(format!("{base}/interrupt_counts")).is_ok(),
-        driver_version: read_attr(sys, &format!("{base}/driver_version"), attr::version, w),
-        framework_version: read_attr(sys, &format!("{base}/framework_version"), attr::version, w),
+        driver_version: read_attr(sys, &format!("{base}/driver_version"), parse::version, w),
+        framework_version: read_attr(sys, &format!("{base}/framework_version"), parse::version, w),
     }
 }
 
@@ -104,17 +100,13 @@ fn linked_function(
     coral: &[CoralFunction],
     w: &mut Warnings,
 ) -> Option<String> {
-    match sys.stat(rel) {
-        Ok(st) => coral
-            .iter()
-            .find(|c| c.identity == Some(st.identity))
-            .map(|c| c.address.clone()),
-        Err(FsError::Missing) => None,
-        Err(e) => {
-            w.push(format!("{}: {e}", sys.display(rel)));
-            None
-        }
-    }
+    let st = quiet_if_missing(sys, rel, sys.stat(rel), w)
+        .value()
+        .copied()?;
+    coral
+        .iter()
+        .find(|c| c.identity == Some(st.identity))
+        .map(|c| c.address.clone())
 }
 
 #[cfg(test)]

@@ -1,123 +1,15 @@
 //! The output path and daemon mode: atomic replacement, no churn, expiry refresh,
 //! signals, and failures to write.
 
-mod common;
-
-use common::*;
+use crate::bed::*;
+use crate::util::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Bed {
-    dir: tempfile::TempDir,
-    sys: PathBuf,
-    dev: PathBuf,
-}
-
-impl Bed {
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("features.d/coral-nfd")
-    }
-
-    fn args<'a>(&'a self, out: &'a Path) -> Vec<String> {
-        vec![
-            "--sysfs-root".into(),
-            self.sys.to_str().unwrap().into(),
-            "--dev-root".into(),
-            self.dev.to_str().unwrap().into(),
-            "--output-file".into(),
-            out.to_str().unwrap().into(),
-        ]
-    }
-
-    fn apex_node(&self) -> PathBuf {
-        self.dev.join("apex_0")
-    }
-
-    /// Makes apex_0 ready (node present) or not (node removed).
-    fn set_ready(&self, ready: bool) {
-        if ready {
-            mknod(&self.apex_node(), 'c', 120, 0, 0o660).unwrap();
-        } else {
-            fs::remove_file(self.apex_node()).unwrap();
-        }
-    }
-}
-
-impl Bed {
-    /// Starts the daemon on this bed with `extra` flags; returns once the first file
-    /// is there.
-    fn daemon(&self, extra: &[&str]) -> Child {
-        let out = self.out();
-        let mut args = self.args(&out);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn(&args);
-        wait_for("first write", Duration::from_secs(5), || out.exists());
-        child
-    }
-}
-
-/// SIGTERM, then the daemon must exit 0 within two seconds.
-fn stop_daemon(mut child: Child) {
-    kill(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
-}
-
 fn bed() -> Option<Bed> {
-    let dir = tempfile::tempdir().unwrap();
-    let sys = fixtures_dir().join("pcie-ready/sys");
-    let dev = dir.path().join("dev");
-    fs::create_dir_all(&dev).unwrap();
-    if mknod(&dev.join("apex_0"), 'c', 120, 0, 0o660).is_none() {
-        no_mknod("daemon");
-        return None;
-    }
-    Some(Bed { dir, sys, dev })
-}
-
-fn spawn(args: &[String]) -> Child {
-    Command::new(bin())
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn kill(child: &Child, sig: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_child(child);
-    rustix::process::kill_process(pid, sig).unwrap();
-}
-
-/// Waits for `cond`, failing after `limit`.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("daemon did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn read(p: &Path) -> String {
-    fs::read_to_string(p).unwrap_or_default()
+    Bed::new("pcie-ready")
 }
 
 fn ready_in(content: &str) -> Option<bool> {
@@ -140,7 +32,7 @@ fn expiry_of(content: &str) -> Option<String> {
 fn one_shot_file_is_complete_with_mode_0644_and_nothing_else_visible() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let o = run(&b.args(&out).iter().map(String::as_str).collect::<Vec<_>>());
+    let o = b.run(&b.file_args(&[]));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(o.stdout, b"", "file mode prints nothing to stdout");
     let content = read(&out);
@@ -164,9 +56,7 @@ fn one_shot_file_is_complete_with_mode_0644_and_nothing_else_visible() {
 fn one_shot_expiry_directive() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend(["--expiry".into(), "10m".into()]);
-    let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = b.run(&b.file_args(&["--expiry", "10m"]));
     assert_eq!(o.status.code(), Some(0));
     let content = read(&out);
     let lines = parse_nfd(&content).unwrap();
@@ -193,8 +83,8 @@ fn reader_never_sees_a_partial_file() {
 
     // The two complete versions the file may hold.
     let ready_version = read(&out);
-    b.set_ready(false);
-    kill(&child, rustix::process::Signal::HUP);
+    b.set_apex_node(false);
+    signal(&child, rustix::process::Signal::HUP);
     wait_for("not-ready version", Duration::from_secs(5), || {
         ready_in(&read(&out)) == Some(false)
     });
@@ -220,8 +110,8 @@ fn reader_never_sees_a_partial_file() {
     let flips = 100;
     for i in 0..flips {
         let ready = i % 2 == 0;
-        b.set_ready(ready);
-        kill(&child, rustix::process::Signal::HUP);
+        b.set_apex_node(ready);
+        signal(&child, rustix::process::Signal::HUP);
         wait_for("flip", Duration::from_secs(5), || {
             ready_in(&read(&out)) == Some(ready)
         });
@@ -247,7 +137,7 @@ fn unchanged_node_causes_no_rewrite() {
     );
     assert_eq!(before.mtime_nsec(), after.mtime_nsec());
     // A change is picked up by the periodic rescan alone.
-    b.set_ready(false);
+    b.set_apex_node(false);
     wait_for("periodic rescan", Duration::from_secs(5), || {
         ready_in(&read(&out)) == Some(false)
     });
@@ -274,7 +164,7 @@ fn default_expiry_is_three_intervals() {
     let at = humantime::parse_rfc3339(&expiry_of(&read(&out)).unwrap()).unwrap();
     let left = at.duration_since(std::time::SystemTime::now()).unwrap();
     assert!(left > Duration::from_secs(3 * 3600 - 10) && left <= Duration::from_secs(3 * 3600));
-    kill(&child, rustix::process::Signal::INT);
+    signal(&child, rustix::process::Signal::INT);
     assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
 }
 
@@ -284,7 +174,7 @@ fn sigterm_exits_promptly_and_keeps_the_file() {
     let out = b.out();
     let mut child = b.daemon(&["--sleep-interval", "1h"]);
     let start = Instant::now();
-    kill(&child, rustix::process::Signal::TERM);
+    signal(&child, rustix::process::Signal::TERM);
     let st = wait_exit(&mut child, Duration::from_secs(1));
     assert_eq!(st.code(), Some(0));
     assert!(start.elapsed() < Duration::from_secs(1));
@@ -295,16 +185,11 @@ fn sigterm_exits_promptly_and_keeps_the_file() {
 fn remove_on_exit_deletes_the_file() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let mut args = b.args(&out);
-    args.extend([
-        "--sleep-interval".into(),
-        "1h".into(),
-        "--remove-on-exit".into(),
-    ]);
+    let args = b.file_args(&["--sleep-interval", "1h", "--remove-on-exit"]);
     for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
         let mut child = spawn(&args);
         wait_for("first write", Duration::from_secs(5), || out.exists());
-        kill(&child, sig);
+        signal(&child, sig);
         assert_eq!(
             wait_exit(&mut child, Duration::from_secs(1)).code(),
             Some(0)
@@ -317,12 +202,9 @@ fn remove_on_exit_deletes_the_file() {
 
 #[test]
 fn sighup_rescans_at_once() {
-    let Some(mut b) = bed() else { return };
+    let Some(b) = bed() else { return };
     // A change in sysfs, which sends no inotify event: only SIGHUP (or the interval)
     // makes the daemon look again.
-    let sys = b.dir.path().join("sys");
-    copy_tree(&b.sys, &sys);
-    b.sys = sys;
     let out = b.out();
     let child = b.daemon(&["--sleep-interval", "1h"]);
     assert!(ready_in(&read(&out)) == Some(true), "first write");
@@ -336,7 +218,7 @@ fn sighup_rescans_at_once() {
         Some(true),
         "no rescan before the signal"
     );
-    kill(&child, rustix::process::Signal::HUP);
+    signal(&child, rustix::process::Signal::HUP);
     wait_for("rescan after SIGHUP", Duration::from_secs(2), || {
         ready_in(&read(&out)) == Some(false)
     });
@@ -345,10 +227,7 @@ fn sighup_rescans_at_once() {
 
 /// Blocks the staging directory with a regular file: no write can succeed, even as root.
 fn block_staging(out: &Path) -> PathBuf {
-    let staging = out.with_file_name(format!(
-        ".{}.coral-nfd-tmp",
-        out.file_name().unwrap().to_str().unwrap()
-    ));
+    let staging = staging(out);
     let _ = fs::remove_dir_all(&staging);
     fs::write(&staging, "in the way").unwrap();
     staging
@@ -358,13 +237,12 @@ fn block_staging(out: &Path) -> PathBuf {
 fn one_shot_write_failure_exits_1_and_keeps_the_old_file() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let args = b.args(&out);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_eq!(run(&args).status.code(), Some(0));
+    let args = b.file_args(&[]);
+    assert_eq!(b.run(&args).status.code(), Some(0));
     let old = read(&out);
-    b.set_ready(false);
+    b.set_apex_node(false);
     block_staging(&out);
-    let o = run(&args);
+    let o = b.run(&args);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
@@ -374,24 +252,21 @@ fn one_shot_write_failure_exits_1_and_keeps_the_old_file() {
     assert_eq!(read(&out), old, "previous file intact");
 
     // Output path that is a directory; parent that is a regular file.
-    let dir_out = b.dir.path().join("is-a-dir");
+    let dir_out = b.dir().join("is-a-dir");
     fs::create_dir_all(dir_out.join("x")).unwrap();
-    let mut a2 = b.args(&dir_out);
-    let o = run(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = b.run(&b.args(&["--output-file", dir_out.to_str().unwrap()]));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(dir_out.join("x").is_dir(), "nothing the user had is lost");
-    let staging = dir_out.with_file_name(".is-a-dir.coral-nfd-tmp");
     assert_eq!(
-        fs::read_dir(&staging).unwrap().count(),
+        fs::read_dir(staging(&dir_out)).unwrap().count(),
         0,
         "no temporary file left"
     );
 
-    let file_parent = b.dir.path().join("plain-file");
+    let file_parent = b.dir().join("plain-file");
     fs::write(&file_parent, "keep me").unwrap();
     let bad = file_parent.join("coral-nfd");
-    a2 = b.args(&bad);
-    let o = run(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = b.run(&b.args(&["--output-file", bad.to_str().unwrap()]));
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("cannot create directory"),
@@ -408,9 +283,7 @@ fn daemon_retries_a_failed_write() {
     fs::create_dir_all(out.parent().unwrap()).unwrap();
     fs::write(&out, "old content\n").unwrap();
     let staging = block_staging(&out);
-    let mut args = b.args(&out);
-    args.extend(["--sleep-interval".into(), "100ms".into()]);
-    let mut child = spawn(&args);
+    let mut child = spawn(&b.file_args(&["--sleep-interval", "100ms"]));
     std::thread::sleep(Duration::from_millis(500));
     assert!(child.try_wait().unwrap().is_none(), "daemon keeps running");
     assert_eq!(read(&out), "old content\n");
@@ -418,7 +291,7 @@ fn daemon_retries_a_failed_write() {
     wait_for("retried write", Duration::from_secs(5), || {
         ready_in(&read(&out)) == Some(true)
     });
-    kill(&child, rustix::process::Signal::TERM);
+    signal(&child, rustix::process::Signal::TERM);
     let st = wait_exit(&mut child, Duration::from_secs(2));
     assert_eq!(st.code(), Some(0));
     let mut err = String::new();
@@ -433,16 +306,10 @@ fn daemon_retries_a_failed_write() {
 fn stale_temporary_files_are_cleaned_at_start() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let staging = out.with_file_name(".coral-nfd.coral-nfd-tmp");
+    let staging = staging(&out);
     fs::create_dir_all(&staging).unwrap();
     fs::write(staging.join("write-stale123"), "half a fi").unwrap();
-    let args = b.args(&out);
-    assert_eq!(
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(b.run(&b.file_args(&[])).status.code(), Some(0));
     assert_eq!(fs::read_dir(&staging).unwrap().count(), 0);
 }
 
@@ -490,11 +357,11 @@ fn apex_node_hotplug_is_seen_at_once() {
     let child = b.daemon(&["--sleep-interval", "1h"]);
     assert!(ready_in(&read(&out)) == Some(true), "first write");
     for round in 0..5 {
-        b.set_ready(false);
+        b.set_apex_node(false);
         wait_for("node removal seen", Duration::from_secs(3), || {
             ready_in(&read(&out)) == Some(false)
         });
-        b.set_ready(true);
+        b.set_apex_node(true);
         wait_for("node creation seen", Duration::from_secs(3), || {
             ready_in(&read(&out)) == Some(true)
         });
@@ -562,7 +429,7 @@ fn a_burst_of_events_gives_one_write() {
     let mut renames = RenameCounter::new(&out);
     // Ten flips within a few milliseconds, ending not ready, plus noise in /dev.
     for i in 0..11 {
-        b.set_ready(i % 2 == 1);
+        b.set_apex_node(i % 2 == 1);
         fs::write(b.dev.join(format!("tty{i}")), "").unwrap();
     }
     wait_for("burst seen", Duration::from_secs(3), || {

@@ -1,9 +1,8 @@
 //! Odd and hostile sysfs content: never a panic, a hang or an invalid line; a clear
 //! warning naming the path; the device not ready (or the detail absent).
 
-mod common;
-
-use common::*;
+use crate::bed::Bed;
+use crate::util::*;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -14,28 +13,8 @@ const CORAL: &str = "devices/pci0000:00/0000:00:1c.4/0000:03:00.0";
 const P: &str = "feature.node.kubernetes.io/coral-tpu.";
 
 /// A writable copy of the `pcie-and-usb` scenario with its dev root.
-struct Bed {
-    _dir: tempfile::TempDir,
-    sys: std::path::PathBuf,
-    dev: std::path::PathBuf,
-}
-
 fn bed() -> Option<Bed> {
-    let dir = tempfile::tempdir().unwrap();
-    let sys = dir.path().join("sys");
-    let dev = dir.path().join("dev");
-    copy_tree(&fixtures_dir().join("pcie-and-usb/sys"), &sys);
-    let list = fs::read_to_string(fixtures_dir().join("pcie-and-usb/dev.list")).unwrap();
-    fs::create_dir_all(&dev).unwrap();
-    if dev_root_from_list(&list, &dev).is_none() {
-        no_mknod("hostile input");
-        return None;
-    }
-    Some(Bed {
-        _dir: dir,
-        sys,
-        dev,
-    })
+    Bed::new("pcie-and-usb")
 }
 
 struct Outcome {
@@ -442,7 +421,7 @@ fn entries_vanishing_mid_scan() {
         } else {
             Resolver::Walk
         };
-        let (body, _warnings) = coral_nfd::cli::scan_body(
+        let (body, _warnings) = coral_nfd::labeler::body(
             &Root::open(&b.sys).with_resolver(r),
             &Root::open(&b.dev).with_resolver(r),
             &Prefix::default(),

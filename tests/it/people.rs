@@ -1,8 +1,6 @@
 //! The subcommands for people: doctor, frigate-config, snapshot.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use serde_json::Value;
 use std::fs;
 use std::path::Path;

@@ -1,11 +1,10 @@
 //! Atomic replacement under torture: 10,000 daemon rewrites with a reader in a tight
 //! loop, and `kill -9` at random moments over many runs.
 
-mod common;
-
-use common::*;
+use crate::bed::{Bed, staging};
+use crate::util::*;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,71 +12,43 @@ use std::time::{Duration, Instant};
 
 const STATUS: &str = "devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0/status";
 
-struct Bed {
-    _dir: tempfile::TempDir,
-    sys: PathBuf,
-    dev: tempfile::TempDir,
-    out: PathBuf,
-}
-
 fn bed() -> Option<Bed> {
-    let dev = fixture_dev_root("pcie-ready")?;
     // On tmpfs where there is one: fsync costs nothing there, and what is tested is the
     // rename, not the disk.
     let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
+    if shm.is_dir() {
+        Bed::new_in("pcie-ready", shm)
     } else {
-        tempfile::tempdir()
+        Bed::new("pcie-ready")
     }
-    .unwrap();
-    let sys = dir.path().join("sys");
-    copy_tree(&fixtures_dir().join("pcie-ready/sys"), &sys);
-    let out = dir.path().join("features.d/coral-nfd");
-    Some(Bed {
-        _dir: dir,
-        sys,
-        dev,
-        out,
-    })
 }
 
-impl Bed {
-    fn daemon(&self) -> Child {
-        Command::new(bin())
-            .args(["--sysfs-root", self.sys.to_str().unwrap()])
-            .args(["--dev-root", self.dev.path().to_str().unwrap()])
-            .args(["--output-file", self.out.to_str().unwrap()])
-            .args(["--sleep-interval", "1h", "--expiry", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
+/// The daemon, silent (10,000 rewrites must not fill a pipe nobody reads).
+fn daemon(b: &Bed) -> Child {
+    Command::new(bin())
+        .args(b.file_args(&["--sleep-interval", "1h", "--expiry", "0"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
 
-    /// ALIVE or LAMED: the two versions of the file. Replaced by rename, so that the
-    /// daemon never reads a half-written attribute (a third, legitimate version).
-    fn set_alive(&self, alive: bool) {
-        let status = self.sys.join(STATUS);
-        let tmp = status.with_extension("new");
-        fs::write(&tmp, if alive { "ALIVE\n" } else { "LAMED\n" }).unwrap();
-        fs::rename(&tmp, &status).unwrap();
-    }
+/// ALIVE or LAMED: the two versions of the file. Replaced by rename, so that the
+/// daemon never reads a half-written attribute (a third, legitimate version).
+fn set_alive(b: &Bed, alive: bool) {
+    let status = b.sys.join(STATUS);
+    let tmp = status.with_extension("new");
+    fs::write(&tmp, if alive { "ALIVE\n" } else { "LAMED\n" }).unwrap();
+    fs::rename(&tmp, &status).unwrap();
+}
 
-    /// The complete file for each state, as a one-shot run writes it.
-    fn versions(&self) -> [String; 2] {
-        let one = |alive| {
-            self.set_alive(alive);
-            let o = run(&[
-                "--sysfs-root",
-                self.sys.to_str().unwrap(),
-                "--dev-root",
-                self.dev.path().to_str().unwrap(),
-            ]);
-            stdout(&o)
-        };
-        [one(true), one(false)]
-    }
+/// The complete file for each state, as a one-shot run writes it.
+fn versions(b: &Bed) -> [String; 2] {
+    let one = |alive| {
+        set_alive(b, alive);
+        stdout(&b.run(&b.args(&[])))
+    };
+    [one(true), one(false)]
 }
 
 fn hup(child: &Child) {
@@ -88,26 +59,24 @@ fn hup(child: &Child) {
 }
 
 fn staging_files(out: &Path) -> usize {
-    let staging = out.with_file_name(".coral-nfd.coral-nfd-tmp");
-    fs::read_dir(staging).map(|d| d.count()).unwrap_or(0)
+    fs::read_dir(staging(out)).map(|d| d.count()).unwrap_or(0)
 }
 
 #[test]
 fn ten_thousand_rewrites_under_a_reader() {
     let Some(b) = bed() else { return };
-    let versions = b.versions();
-    b.set_alive(true);
-    let mut child = b.daemon();
+    let versions = versions(&b);
+    set_alive(&b, true);
+    let mut child = daemon(&b);
     let start = Instant::now();
-    while fs::read_to_string(&b.out).ok().as_ref() != Some(&versions[0]) {
+    while fs::read_to_string(b.out()).ok().as_ref() != Some(&versions[0]) {
         assert!(start.elapsed() < Duration::from_secs(5), "no first write");
         std::thread::sleep(Duration::from_millis(5));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let reader = {
-        let (out, stop, reads, versions) =
-            (b.out.clone(), stop.clone(), reads.clone(), versions.clone());
+        let (out, stop, reads, versions) = (b.out(), stop.clone(), reads.clone(), versions.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let got = fs::read_to_string(&out).expect("the file is always there");
@@ -119,11 +88,11 @@ fn ten_thousand_rewrites_under_a_reader() {
     let rewrites = 10_000;
     for i in 1..=rewrites {
         let alive = i % 2 == 0;
-        b.set_alive(alive);
+        set_alive(&b, alive);
         hup(&child);
         let want = &versions[if alive { 0 } else { 1 }];
         let t = Instant::now();
-        while fs::read_to_string(&b.out).ok().as_ref() != Some(want) {
+        while fs::read_to_string(b.out()).ok().as_ref() != Some(want) {
             assert!(t.elapsed() < Duration::from_secs(5), "rewrite {i} not seen");
             std::hint::spin_loop();
         }
@@ -132,7 +101,7 @@ fn ten_thousand_rewrites_under_a_reader() {
     reader.join().expect("the reader saw only complete files");
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(staging_files(&b.out), 0);
+    assert_eq!(staging_files(&b.out()), 0);
     eprintln!(
         "torture: {rewrites} rewrites in {:?}, {} reads, every one complete",
         start.elapsed(),
@@ -143,7 +112,7 @@ fn ten_thousand_rewrites_under_a_reader() {
 #[test]
 fn kill_9_at_random_moments() {
     let Some(b) = bed() else { return };
-    let versions = b.versions();
+    let versions = versions(&b);
     let runs = 200;
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut random = move |n: u64| {
@@ -154,32 +123,32 @@ fn kill_9_at_random_moments() {
     };
     let mut killed_with_stale = 0;
     for run_no in 0..runs {
-        let mut child = b.daemon();
+        let mut child = daemon(&b);
         // Keep the daemon rewriting until the kill.
         let deadline = Instant::now() + Duration::from_millis(2 + random(40));
         let mut alive = run_no % 2 == 0;
         while Instant::now() < deadline {
             alive = !alive;
-            b.set_alive(alive);
+            set_alive(&b, alive);
             hup(&child);
             std::thread::sleep(Duration::from_micros(300));
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        if let Ok(got) = fs::read_to_string(&b.out) {
+        if let Ok(got) = fs::read_to_string(b.out()) {
             assert!(
                 versions.contains(&got),
                 "run {run_no}: partial file after kill -9:\n{got}"
             );
         }
-        let stale = staging_files(&b.out);
+        let stale = staging_files(&b.out());
         assert!(stale <= 1, "run {run_no}: {stale} temporary files");
         killed_with_stale += stale;
     }
     // The next start cleans up what the last kill left.
-    let mut child = b.daemon();
+    let mut child = daemon(&b);
     let t = Instant::now();
-    while staging_files(&b.out) != 0 {
+    while staging_files(&b.out()) != 0 {
         assert!(
             t.elapsed() < Duration::from_secs(5),
             "stale temporary file not cleaned"

@@ -1,0 +1,126 @@
+//! The `doctor --json` document (schema_version 1, described in the README): plain
+//! serde types, filled in by [`super::diagnose`], rendered by [`super::text`].
+
+use crate::model::UsbMode;
+use serde::Serialize;
+
+/// Bumped only when a field is removed or changes meaning; new fields may appear.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Exit codes of `doctor`.
+pub const EXIT_ALL_READY: u8 = 0;
+pub const EXIT_PROBLEM: u8 = 1;
+pub const EXIT_NO_DEVICE: u8 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Fine.
+    Ok,
+    /// Worth knowing, nothing to fix.
+    Note,
+    /// Works, but slower than it could.
+    Warning,
+    /// Does not work (or will not with the current runtime).
+    Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub level: Level,
+    /// Stable short name: the `state` raw feature for readiness failures, or
+    /// `throttled`, `staging-driver`, `usb2`, `dfu-mode`, `ready`.
+    pub code: String,
+    pub message: String,
+    pub remedies: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeReport {
+    /// Path on the host (`/dev/apex_0`).
+    pub path: String,
+    pub exists: bool,
+    pub char_device: bool,
+    /// `major:minor` of the node, when it is a device.
+    pub rdev: Option<String>,
+    /// `major:minor` the kernel published in `dev`.
+    pub expected: Option<String>,
+    pub matches: bool,
+    /// Permission bits in octal, e.g. `0660`.
+    pub mode: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Temperature {
+    pub celsius: f64,
+    /// Trip points 0..2 in degrees Celsius, as the driver reports them.
+    pub trip_points_celsius: Vec<f64>,
+    /// The clock the driver runs the TPU at for this temperature.
+    pub clock_mhz: f64,
+}
+
+/// Which bus a device is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Pcie,
+    Usb,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceReport {
+    /// `pcie` or `usb`.
+    pub kind: DeviceKind,
+    /// PCI address or USB port path.
+    pub id: String,
+    pub vendor_id: String,
+    pub product_id: String,
+    pub product: String,
+    /// Ready by the labeler's rules (`coral-tpu.ready` counts it).
+    pub ready: bool,
+    /// The worst level among the findings.
+    pub verdict: Level,
+    pub state: String,
+    pub driver: Option<String>,
+    pub apex: Option<String>,
+    pub status: Option<String>,
+    pub temperature: Option<Temperature>,
+    pub driver_version: Option<String>,
+    pub framework_version: Option<String>,
+    pub usb_speed_mbps: Option<String>,
+    /// `dfu` or `app`.
+    pub usb_mode: Option<UsbMode>,
+    pub node: Option<NodeReport>,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Searched {
+    pub sysfs_root: String,
+    pub dev_root: String,
+    pub pci_functions: usize,
+    pub usb_devices: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriverReport {
+    pub loaded: bool,
+    pub version: Option<String>,
+    pub gasket_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub coral_nfd_version: &'static str,
+    pub searched: Searched,
+    pub driver: DriverReport,
+    pub devices: Vec<DeviceReport>,
+    pub ready_count: usize,
+    pub problem_count: usize,
+    pub exit_code: u8,
+    /// What went wrong reading sysfs (paths and reasons).
+    pub warnings: Vec<String>,
+}
