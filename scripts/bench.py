@@ -10,8 +10,10 @@ RSS) and strace (syscall count). Not part of the test run. Trees are generated i
 2. in-process scan and render cost on generated trees (cargo bench --bench scan)
 3. syscalls of one run (strace -c -f) next to the floor the rules need
 4. daemon: CPU per idle rescan and per hour at 60 s, wakeups between rescans
-5. hotplug latency: device node appears/vanishes -> output file shows it
+5. hotplug latency: device node appears/vanishes after a quiet period -> output file shows it
 6. release binary: size, static or not
+7. NFD: hardware change (single and bursts) -> the model of NFD v0.19's notifier has read
+   it (cargo bench --bench nfd_latency, 100 trials, about four minutes)
 """
 
 from __future__ import annotations
@@ -250,23 +252,35 @@ def hotplug(tree: str, dev: str):
 
         shows(True, time.perf_counter() + 5)
         lat = []
-        for _ in range(50):
+        # Each change after a quiet period longer than the 1.1 s pacing gap: the case
+        # hotplug is fast for (a change sooner is held back for NFD; see section 7).
+        for _ in range(20):
+            time.sleep(1.2)
             t0 = time.perf_counter()
             os.unlink(node)
             lat.append(shows(False, t0 + 5) - t0)
-            time.sleep(0.05)
+            time.sleep(1.2)
             t0 = time.perf_counter()
             os.mknod(node, st.st_mode, st.st_rdev)
             lat.append(shows(True, t0 + 5) - t0)
-            time.sleep(0.05)
         p.terminate()
         p.wait()
     lat.sort()
     p50 = lat[len(lat) // 2]
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    row("hotplug", f"node appears/vanishes -> file shows it ({len(lat)} trials)",
+    row("hotplug", f"node appears/vanishes after a quiet second -> file shows it ({len(lat)} trials)",
         f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, max {lat[-1] * 1e3:.1f} ms",
         "p50 <= 50 ms, p99 <= 250 ms")
+
+
+def nfd_latency():
+    print("7. NFD sees the change", flush=True)
+    out = sh("cargo", "bench", "--quiet", "--bench", "nfd_latency", cwd=REPO,
+             capture_output=True, text=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("nfd_latency"))
+    _, trials, figures = line.split("\t")
+    row("nfd", f"hardware change -> NFD v0.19 notifier model has read it ({trials})", figures,
+        "max <= 1500 ms, stale 0")
 
 
 def binary():
@@ -299,6 +313,7 @@ def main():
     daemon_cpu(tree, dev)
     hotplug(tree, dev)
     binary()
+    nfd_latency()
 
     print()
     print(f"Machine: {machine()}")

@@ -549,6 +549,15 @@ def main():
     if sys.argv[1:2] == ["--bench"]:
         bench(sys.argv[2])
         return
+    if sys.argv[1:2] == ["--dev-root"]:
+        # make-fixtures.py --dev-root SCENARIO DIR: the scenario's device nodes under
+        # DIR (root needed), to run coral-nfd on a bundled fixture as on a real node.
+        scenario, into = sys.argv[2], sys.argv[3]
+        shutil.rmtree(into, ignore_errors=True)
+        os.makedirs(into)
+        make_nodes(os.path.join(ROOT, scenario, "dev.list"), into)
+        print(f"device nodes of {scenario} in {into}")
+        return
     only = set(sys.argv[1:])
     for name, build in SCENARIOS.items():
         if only and name not in only:

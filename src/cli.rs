@@ -1,11 +1,12 @@
-//! The command line: flags and environment variables, parsed and dispatched. What each
-//! mode does lives in [`crate::labeler`] and [`crate::commands`]; the one place an
-//! error is printed on the way out is [`run`].
+//! The command line: flags and environment variables, parsed, checked and dispatched.
+//! What each mode does lives in [`crate::labeler`] and [`crate::commands`]; the one
+//! place an error is printed on the way out is [`run`].
 
 use crate::commands;
 use crate::label::Prefix;
-use crate::labeler::{self, Options};
-use crate::log;
+use crate::labeler::{self, Options, Output};
+use crate::log::{self, LogFormat};
+use crate::output::NFD_GAP;
 use crate::root::Root;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -13,10 +14,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Bounds of `--sleep-interval`: NFD's watcher cannot take writes closer than a second,
+/// and a day is already far longer than any label should lag the hardware.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Bounds of `--expiry` (0 turns it off).
+pub const MIN_EXPIRY: Duration = Duration::from_secs(1);
+/// One year as humantime counts it (365.25 days), so `--help` and errors say "1year".
+pub const MAX_EXPIRY: Duration = Duration::from_secs(31_557_600);
+/// In daemon mode the expiry must leave room for one interval, the pacing gap and a
+/// scan after the refresh point (half the expiry): expiry >= 2 x interval + this.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "coral-nfd",
     version,
+    propagate_version = true,
     about = "Tell Node Feature Discovery which nodes have a working Google Coral Edge TPU.",
     long_about = "Tell Node Feature Discovery which nodes have a working Google Coral Edge TPU.\n\n\
         Scans sysfs for Coral PCIe functions (1ac1:089a), the apex driver and its /dev/apex_N \
@@ -25,7 +39,10 @@ use std::time::Duration;
         hook); with --output-file it writes NFD's features.d file atomically, and with \
         --sleep-interval it keeps it up to date.\n\n\
         Exit codes: 0 success (whatever the hardware state), 1 the output could not be \
-        written, 2 usage error. Subcommands for people: doctor, frigate-config, snapshot."
+        written (or is not a regular file, or another coral-nfd writes it), 2 usage error \
+        (including a sysfs or dev root that is missing or not a sysfs tree). Subcommands \
+        for people: doctor, frigate-config, snapshot; rules for NFD; completions and man \
+        for installing."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -41,12 +58,14 @@ pub struct Cli {
 /// Where to look; every subcommand takes these too.
 #[derive(Args, Debug)]
 pub struct Roots {
-    /// Root of the sysfs tree to scan; every sysfs read stays under it.
+    /// Root of the sysfs tree to scan; every sysfs read stays under it. Must hold
+    /// bus/pci/devices or bus/usb/devices.
     #[arg(
         long,
         global = true,
         value_name = "DIR",
         env = "CORAL_NFD_SYSFS_ROOT",
+        hide_env_values = true,
         default_value = "/sys"
     )]
     pub sysfs_root: PathBuf,
@@ -57,6 +76,7 @@ pub struct Roots {
         global = true,
         value_name = "DIR",
         env = "CORAL_NFD_DEV_ROOT",
+        hide_env_values = true,
         default_value = "/dev"
     )]
     pub dev_root: PathBuf,
@@ -85,6 +105,30 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print the NodeFeatureRule objects whose keys match a label prefix (the files in
+    /// nfd-config/ are this output for the default prefix).
+    Rules {
+        /// The prefix coral-nfd writes its keys with.
+        #[arg(
+            long,
+            value_name = "PREFIX",
+            env = "CORAL_NFD_LABEL_PREFIX",
+            hide_env_values = true,
+            default_value = "feature.node.kubernetes.io/"
+        )]
+        label_prefix: Prefix,
+        /// The rule that advertises ready TPUs as an extended resource, instead.
+        #[arg(long)]
+        extended_resources: bool,
+    },
+    /// Print a shell completion script (e.g. `coral-nfd completions bash >
+    /// /etc/bash_completion.d/coral-nfd`).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page in roff (e.g. `coral-nfd man > coral-nfd.1`).
+    Man,
 }
 
 /// The labeler's own flags (no subcommand).
@@ -95,73 +139,147 @@ pub struct Labeler {
         long,
         value_name = "PREFIX",
         env = "CORAL_NFD_LABEL_PREFIX",
+        hide_env_values = true,
         default_value = "feature.node.kubernetes.io/"
     )]
     pub label_prefix: Prefix,
 
     /// Write the feature file atomically to PATH instead of stdout (e.g.
-    /// /etc/kubernetes/node-feature-discovery/features.d/coral-nfd). Creates the
-    /// parent directory if missing.
-    #[arg(long, value_name = "PATH", env = "CORAL_NFD_OUTPUT_FILE")]
+    /// /etc/kubernetes/node-feature-discovery/features.d/coral-nfd). PATH must be a
+    /// regular file or absent; its parent is created if missing. `-` is stdout.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CORAL_NFD_OUTPUT_FILE",
+        hide_env_values = true
+    )]
     pub output_file: Option<PathBuf>,
 
-    /// Keep running and rescan every DURATION (e.g. 60s, 5m); requires --output-file.
-    /// Without it, scan once and exit. A Coral device node appearing or vanishing
-    /// under the dev root (inotify), or SIGHUP, rescans at once.
+    /// Keep running and rescan every DURATION (1s to 24h, e.g. 60s, 5m); requires
+    /// --output-file. Without it, scan once and exit. A Coral device node appearing or
+    /// vanishing under the dev root (inotify), or SIGHUP, rescans at once.
     #[arg(
         long,
         value_name = "DURATION",
         env = "CORAL_NFD_SLEEP_INTERVAL",
+        hide_env_values = true,
         value_parser = parse_interval,
         requires = "output_file"
     )]
     pub sleep_interval: Option<Duration>,
 
-    /// Add '# +expiry-time=' now + DURATION so NFD drops the labels if coral-nfd stops
-    /// refreshing them. Default: 3 x --sleep-interval in daemon mode, none in one-shot
-    /// mode; 0 disables.
-    #[arg(long, value_name = "DURATION", env = "CORAL_NFD_EXPIRY", value_parser = parse_duration)]
+    /// Add '# +expiry-time=' now + DURATION (1s to 1y) so NFD drops the labels if
+    /// coral-nfd stops refreshing them; 0 disables. In daemon mode it must be at least 2
+    /// x --sleep-interval + 5s; default 3 x --sleep-interval (at least that minimum).
+    /// One-shot default: none.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "CORAL_NFD_EXPIRY",
+        hide_env_values = true,
+        value_parser = parse_expiry
+    )]
     pub expiry: Option<Duration>,
 
     /// In daemon mode, delete the output file on SIGTERM/SIGINT (default: keep it, so
     /// a restart does not make labels flap).
     #[arg(long, requires = "sleep_interval")]
     pub remove_on_exit: bool,
+
+    /// How the daemon logs: text (RFC 3339 timestamp, then the message) or json (one
+    /// object per line).
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        env = "CORAL_NFD_LOG_FORMAT",
+        hide_env_values = true,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Least time between two renames of the file. NFD v0.19's watcher loses a second
+    /// event within its one-second tick, so the default (1.1s) should only be lowered
+    /// for readers other than NFD (and for tests).
+    #[arg(long, value_name = "DURATION", hide = true, value_parser = parse_duration)]
+    pub write_gap: Option<Duration>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (expected e.g. 60s, 5m, 1h)"))
 }
 
+fn within(d: Duration, min: Duration, max: Duration) -> Result<Duration, String> {
+    let f = humantime::format_duration;
+    if d < min || d > max {
+        return Err(format!("must be between {} and {}", f(min), f(max)));
+    }
+    Ok(d)
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
+    within(parse_duration(s)?, MIN_INTERVAL, MAX_INTERVAL)
+}
+
+fn parse_expiry(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
-        d if d.is_zero() => Err("the interval must be longer than 0".into()),
-        d => Ok(d),
+        d if d.is_zero() => Ok(d),
+        d => within(d, MIN_EXPIRY, MAX_EXPIRY).map_err(|e| format!("{e}, or 0 for none")),
     }
 }
 
 impl Labeler {
-    /// The pipeline's options, defaults applied.
-    pub fn options(&self) -> Options {
-        Options {
-            prefix: self.label_prefix.clone(),
-            output_file: self.output_file.clone(),
-            sleep_interval: self.sleep_interval,
-            expiry: self.effective_expiry(),
-            remove_on_exit: self.remove_on_exit,
-        }
+    /// The least expiry daemon mode accepts for `interval`.
+    fn min_daemon_expiry(interval: Duration) -> Duration {
+        interval * 2 + EXPIRY_MARGIN
     }
 
-    /// The expiry to write, if any.
-    pub fn effective_expiry(&self) -> Option<Duration> {
-        match (self.expiry, self.sleep_interval) {
+    /// The pipeline's options, defaults applied and checked against each other.
+    pub fn options(&self) -> Result<Options, String> {
+        let output = match &self.output_file {
+            Some(p) if p.as_os_str() == "-" => Output::Stdout,
+            Some(p) => Output::File(p.clone()),
+            None => Output::Stdout,
+        };
+        let expiry = match (self.expiry, self.sleep_interval) {
             (Some(d), _) if d.is_zero() => None,
+            (Some(d), Some(interval)) if d < Self::min_daemon_expiry(interval) => {
+                return Err(format!(
+                    "--expiry {} would let the labels expire under a running daemon: with \
+                     --sleep-interval {} it must be at least {} (2 x interval + {})",
+                    humantime::format_duration(d),
+                    humantime::format_duration(interval),
+                    humantime::format_duration(Self::min_daemon_expiry(interval)),
+                    humantime::format_duration(EXPIRY_MARGIN)
+                ));
+            }
             (Some(d), _) => Some(d),
-            (None, Some(interval)) => Some(interval.saturating_mul(3)),
+            (None, Some(interval)) => Some((interval * 3).max(Self::min_daemon_expiry(interval))),
             (None, None) => None,
+        };
+        if self.remove_on_exit && output == Output::Stdout {
+            return Err("--remove-on-exit needs a file to remove, not stdout".into());
         }
+        Ok(Options {
+            prefix: self.label_prefix.clone(),
+            output,
+            sleep_interval: self.sleep_interval,
+            expiry,
+            remove_on_exit: self.remove_on_exit,
+            write_gap: self.write_gap.unwrap_or(NFD_GAP),
+        })
     }
 }
+
+/// Ids of the labeler's arguments.
+const LABELER_ARGS: [&str; 7] = [
+    "label_prefix",
+    "output_file",
+    "sleep_interval",
+    "expiry",
+    "remove_on_exit",
+    "log_format",
+    "write_gap",
+];
 
 /// The labeler's flags make no sense with a subcommand. Only flags given on the command
 /// line are refused: the same variables set in the DaemonSet's environment must not
@@ -170,14 +288,7 @@ fn refuse_labeler_flags(matches: &ArgMatches) {
     let Some((sub, _)) = matches.subcommand() else {
         return;
     };
-    let labeler = [
-        "label_prefix",
-        "output_file",
-        "sleep_interval",
-        "expiry",
-        "remove_on_exit",
-    ];
-    for id in labeler {
+    for id in LABELER_ARGS {
         if matches.value_source(id) == Some(ValueSource::CommandLine) {
             let flag = format!("--{}", id.replace('_', "-"));
             Cli::command()
@@ -190,17 +301,49 @@ fn refuse_labeler_flags(matches: &ArgMatches) {
     }
 }
 
+/// Parses the command line. The labeler's variables are ignored when a subcommand is
+/// given: a first parse without them finds out whether one is (and, if so, is the
+/// result); only a run of the labeler parses again with them.
+fn matches() -> ArgMatches {
+    let mut no_env = Cli::command();
+    for id in LABELER_ARGS {
+        no_env = no_env.mut_arg(id, |a| a.env(None));
+    }
+    if let Ok(m) = no_env.try_get_matches_from(std::env::args_os())
+        && m.subcommand().is_some()
+    {
+        return m;
+    }
+    Cli::command().get_matches()
+}
+
+fn usage_error(message: String) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
 pub fn run() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = matches();
     refuse_labeler_flags(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let sys = Root::open(&cli.roots.sysfs_root);
     let dev = Root::open(&cli.roots.dev_root);
     let result = match &cli.command {
-        None => labeler::run(&cli.labeler.options(), &sys, &dev).map(|()| ExitCode::SUCCESS),
+        None => {
+            let opts = cli.labeler.options().unwrap_or_else(|e| usage_error(e));
+            log::configure(cli.labeler.log_format, opts.sleep_interval.is_some());
+            labeler::run(&opts, &sys, &dev).map(|()| ExitCode::SUCCESS)
+        }
         Some(Command::Doctor { json }) => commands::doctor(&sys, &dev, *json),
         Some(Command::FrigateConfig) => commands::frigate_config(&sys, &dev),
         Some(Command::Snapshot { output, force }) => commands::snapshot(&sys, &dev, output, *force),
+        Some(Command::Rules {
+            label_prefix,
+            extended_resources,
+        }) => commands::rules(label_prefix, *extended_resources),
+        Some(Command::Completions { shell }) => commands::completions(*shell, &mut Cli::command()),
+        Some(Command::Man) => commands::man(Cli::command()),
     };
     result.unwrap_or_else(|e| {
         log::error(&e);

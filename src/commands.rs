@@ -8,7 +8,7 @@ use crate::log::{self, Fatal};
 use crate::root::Root;
 use crate::scan::{self, Depth};
 use crate::snapshot;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -23,6 +23,7 @@ fn print(text: &str) -> Result<(), Fatal> {
 }
 
 pub fn doctor(sys: &Root, dev: &Root, json: bool) -> Result<ExitCode, Fatal> {
+    scan::check_roots(sys, dev).map_err(Fatal::usage)?;
     let scan = scan::discover_to(sys, dev, Depth::Doctor);
     let searched = Searched {
         sysfs_root: sys.path().display().to_string(),
@@ -36,7 +37,10 @@ pub fn doctor(sys: &Root, dev: &Root, json: bool) -> Result<ExitCode, Fatal> {
             .map_err(|e| Fatal::failure(format!("cannot encode the report: {e}")))?
             + "\n"
     } else {
-        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        // anstream's choice: a terminal, NO_COLOR unset or empty (no-color.org), TERM
+        // not `dumb`, CLICOLOR / CLICOLOR_FORCE respected.
+        let colour =
+            anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never;
         doctor::render_text(&report, colour)
     };
     print(&text)?;
@@ -44,6 +48,7 @@ pub fn doctor(sys: &Root, dev: &Root, json: bool) -> Result<ExitCode, Fatal> {
 }
 
 pub fn frigate_config(sys: &Root, dev: &Root) -> Result<ExitCode, Fatal> {
+    scan::check_roots(sys, dev).map_err(Fatal::usage)?;
     let scan = scan::discover(sys, dev);
     log::warnings(&scan.warnings);
     let config = frigate::detectors(&scan.inventory);
@@ -56,6 +61,7 @@ pub fn frigate_config(sys: &Root, dev: &Root) -> Result<ExitCode, Fatal> {
 }
 
 pub fn snapshot(sys: &Root, dev: &Root, output: &Path, force: bool) -> Result<ExitCode, Fatal> {
+    scan::check_roots(sys, dev).map_err(Fatal::usage)?;
     let s = snapshot::snapshot(sys, dev, output, force)
         .map_err(|e| Fatal::failure(format!("snapshot: {e}")))?;
     log::info(format_args!(
@@ -77,5 +83,32 @@ pub fn snapshot(sys: &Root, dev: &Root, output: &Path, force: bool) -> Result<Ex
             s.skipped.len()
         ));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn completions(
+    shell: clap_complete::Shell,
+    cmd: &mut clap::Command,
+) -> Result<ExitCode, Fatal> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, cmd, "coral-nfd", &mut buf);
+    print(&String::from_utf8_lossy(&buf))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn man(cmd: clap::Command) -> Result<ExitCode, Fatal> {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .render(&mut buf)
+        .map_err(|e| Fatal::failure(format!("cannot render the manual page: {e}")))?;
+    print(&String::from_utf8_lossy(&buf))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rules(prefix: &crate::label::Prefix, extended_resources: bool) -> Result<ExitCode, Fatal> {
+    print(&crate::rules::node_feature_rules(
+        prefix,
+        extended_resources,
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

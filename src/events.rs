@@ -6,7 +6,11 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// Something may have changed (hotplug): scan now, write if the result differs.
     Rescan,
+    /// SIGHUP: scan now and write the file whatever it holds.
+    Reload,
+    /// SIGTERM, SIGINT.
     Stop,
 }
 
@@ -19,7 +23,7 @@ pub fn signal_events(tx: Sender<Event>) -> std::io::Result<()> {
         .spawn(move || {
             for sig in signals.forever() {
                 let event = if sig == SIGHUP {
-                    Event::Rescan
+                    Event::Reload
                 } else {
                     Event::Stop
                 };

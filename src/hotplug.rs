@@ -64,6 +64,9 @@ pub fn classify(dir: Option<&Dir>, name: Option<&OsStr>, mask: EventMask) -> Act
     }
 }
 
+/// How often a vanished dev root is looked for.
+const ROOT_RETRY: Duration = Duration::from_secs(1);
+
 struct Watcher {
     inotify: Inotify,
     root: PathBuf,
@@ -81,6 +84,10 @@ fn mask() -> WatchMask {
 }
 
 impl Watcher {
+    fn root_watched(&self) -> bool {
+        self.dirs.values().any(|d| *d == Dir::Root)
+    }
+
     /// Watches every directory of interest that exists now.
     fn rewatch(&mut self) {
         let mut want: Vec<(PathBuf, Dir)> = vec![
@@ -149,6 +156,18 @@ impl Watcher {
             }
             if tx.send(Event::Rescan).is_err() {
                 return;
+            }
+            if !self.root_watched() {
+                // The dev root itself went away: nothing can be watched until a new one
+                // appears at its path, which no watch of ours would report. Look once a
+                // second (only while it is gone), then watch it again.
+                while !self.root_watched() {
+                    std::thread::sleep(ROOT_RETRY);
+                    self.rewatch();
+                }
+                if tx.send(Event::Rescan).is_err() {
+                    return;
+                }
             }
         }
     }

@@ -6,13 +6,15 @@
 //!   attribute parsers) feed [`scan`], which fills in the plain data of [`model`].
 //! - **compose**: pure functions of the model: [`state`] (readiness), [`features`]
 //!   (NFD features), [`label`] (Kubernetes syntax), [`render`] (the feature file's
-//!   text), and for people [`doctor`] and [`frigate`].
+//!   text), [`changes`] (what changed between two versions, for the log), [`rules`]
+//!   (NodeFeatureRules for a prefix), and for people [`doctor`] and [`frigate`].
 //! - **output**: [`output`] (stdout, atomic file), [`labeler`] (the pipeline, once or
 //!   as a daemon), [`daemon`] (the loop), [`events`] (signals) and [`hotplug`]
 //!   (inotify), [`snapshot`]; [`log`] says everything on stderr.
 //!
 //! [`cli`] parses the command line and dispatches to [`labeler`] or [`commands`].
 
+pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
@@ -29,6 +31,7 @@ pub mod output;
 pub mod parse;
 pub mod render;
 pub mod root;
+pub mod rules;
 pub mod scan;
 pub mod snapshot;
 pub mod state;

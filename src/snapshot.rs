@@ -10,7 +10,7 @@ use crate::scan::{self, Depth};
 use rustix::fs::FileType;
 use std::fmt::Write as _;
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
@@ -85,8 +85,12 @@ impl Writer<'_> {
                     self.mkdir(parent)?;
                 }
                 let dst = self.out.join(&canonical);
-                fs::write(&dst, bytes).map_err(|e| format!("{}: {e}", dst.display()))?;
-                self.files += 1;
+                match create_new(&dst, &bytes) {
+                    Ok(()) => self.files += 1,
+                    // Reached again by another link: copied already.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(format!("{}: {e}", dst.display())),
+                }
             }
             Err(FsError::Missing) => {}
             Err(e) => self.skipped.push(format!("{}: {e}", canonical.display())),
@@ -214,7 +218,15 @@ fn is_empty_dir(p: &Path) -> io::Result<bool> {
 }
 
 /// One `dev.manifest` line (the fixture `dev.list` format), or a comment.
-fn manifest_line(dev: &Root, rel: &str) -> (String, Option<(FileType, u32, u32, u32)>) {
+/// A device node as the manifest records it.
+struct Node {
+    file_type: FileType,
+    rdev: (u32, u32),
+    mode: u32,
+    owner: (u32, u32),
+}
+
+fn manifest_line(dev: &Root, rel: &str) -> (String, Option<Node>) {
     match dev.stat(rel) {
         Ok(st) => {
             let kind = match st.file_type {
@@ -234,7 +246,12 @@ fn manifest_line(dev: &Root, rel: &str) -> (String, Option<(FileType, u32, u32, 
                     "{kind} {maj}:{min} {:04o} {} {} {rel}\n",
                     st.mode, st.uid, st.gid
                 ),
-                Some((st.file_type, maj, min, st.mode)),
+                Some(Node {
+                    file_type: st.file_type,
+                    rdev: (maj, min),
+                    mode: st.mode,
+                    owner: (st.uid, st.gid),
+                }),
             )
         }
         Err(FsError::Missing) => (format!("# missing: {rel}\n"), None),
@@ -242,26 +259,51 @@ fn manifest_line(dev: &Root, rel: &str) -> (String, Option<(FileType, u32, u32, 
     }
 }
 
-fn recreate(at: &Path, ft: FileType, major: u32, minor: u32, mode: u32) -> io::Result<()> {
+/// Makes the node again at `at`, with its mode, and its owner where that is permitted
+/// (not as an ordinary user: the node is still useful for a replay without it).
+fn recreate(at: &Path, n: &Node) -> io::Result<()> {
     if let Some(parent) = at.parent() {
         fs::create_dir_all(parent)?;
     }
-    match ft {
-        FileType::Directory => fs::create_dir_all(at),
-        FileType::RegularFile => fs::write(at, ""),
-        _ => {
-            let mode = rustix::fs::Mode::from_raw_mode(mode);
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                at,
-                ft,
-                mode,
-                rustix::fs::makedev(major, minor),
-            )?;
-            // mknod applies the umask; the manifest's mode is the one to replay.
-            rustix::fs::chmod(at, mode)?;
-            Ok(())
+    let mode = rustix::fs::Mode::from_raw_mode(n.mode);
+    match n.file_type {
+        FileType::Directory => fs::create_dir_all(at)?,
+        FileType::RegularFile => create_new(at, b"")?,
+        ft => {
+            let dev = rustix::fs::makedev(n.rdev.0, n.rdev.1);
+            rustix::fs::mknodat(rustix::fs::CWD, at, ft, mode, dev)?;
         }
+    }
+    // mknod applies the umask; the manifest's mode is the one to replay.
+    rustix::fs::chmod(at, mode)?;
+    let (uid, gid) = n.owner;
+    let _ = rustix::fs::chownat(
+        rustix::fs::CWD,
+        at,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    );
+    Ok(())
+}
+
+/// Creates a file that must not exist yet: never follows a link planted at its place.
+fn create_new(at: &Path, content: &[u8]) -> io::Result<()> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(at)?
+        .write_all(content)
+}
+
+/// Removes what is at `p` without following it: a directory with its contents, or the
+/// file or link itself (a link planted in DIR never leads a write outside DIR).
+fn remove_entry(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -287,11 +329,9 @@ pub fn snapshot(sys: &Root, dev: &Root, out: &Path, force: bool) -> Result<Summa
             out.display()
         ));
     }
-    for ours in ["sys", "dev"] {
+    for ours in ["sys", "dev", "dev.manifest", "README"] {
         let p = out.join(ours);
-        if p.exists() {
-            fs::remove_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        }
+        remove_entry(&p).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     fs::create_dir_all(out.join("sys")).map_err(|e| format!("{}: {e}", out.display()))?;
 
@@ -350,9 +390,9 @@ pub fn snapshot(sys: &Root, dev: &Root, out: &Path, force: bool) -> Result<Summa
     for rel in node_paths(inv) {
         let (line, node) = manifest_line(dev, &rel);
         manifest.push_str(&line);
-        if let Some((ft, major, minor, mode)) = node {
+        if let Some(node) = node {
             nodes += 1;
-            if recreate(&out.join("dev").join(&rel), ft, major, minor, mode).is_err() {
+            if recreate(&out.join("dev").join(&rel), &node).is_err() {
                 recreated = false;
             }
         }
@@ -404,7 +444,7 @@ fn list(root: &Root, rel: &str) -> Vec<String> {
 
 fn write(dir: &Path, name: &str, content: &str) -> Result<(), String> {
     let p = dir.join(name);
-    fs::write(&p, content).map_err(|e| format!("{}: {e}", p.display()))
+    create_new(&p, content.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 #[cfg(test)]

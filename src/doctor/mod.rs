@@ -4,12 +4,14 @@
 //! for a terminal).
 
 mod diagnose;
+mod findings;
 mod report;
 mod text;
 
-pub use diagnose::{diagnose, pci_product_name, temperature, usb_product_name};
+pub use diagnose::{diagnose, pci_product_name, usb_product_name};
+pub use findings::temperature;
 pub use report::{
-    DeviceKind, DeviceReport, DriverReport, EXIT_ALL_READY, EXIT_NO_DEVICE, EXIT_PROBLEM, Finding,
-    Level, NodeReport, Report, SCHEMA_VERSION, Searched, Temperature,
+    ClassDeviceReport, DeviceKind, DeviceReport, DriverReport, EXIT_ALL_READY, EXIT_NO_DEVICE,
+    EXIT_PROBLEM, Finding, Level, NodeReport, Report, SCHEMA_VERSION, Searched, Temperature,
 };
 pub use text::render_text;

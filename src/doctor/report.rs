@@ -111,6 +111,16 @@ pub struct DriverReport {
     pub gasket_version: Option<String>,
 }
 
+/// A `class/apex/apex_N` entry that belongs to no Coral PCIe function (its labels say
+/// `apex_N.ready=false`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassDeviceReport {
+    /// `apex_N`
+    pub name: String,
+    pub ready: bool,
+    pub findings: Vec<Finding>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub schema_version: u32,
@@ -118,6 +128,8 @@ pub struct Report {
     pub searched: Searched,
     pub driver: DriverReport,
     pub devices: Vec<DeviceReport>,
+    /// Class devices no Coral function claims (added in 0.1: schema_version stays 1).
+    pub class_devices: Vec<ClassDeviceReport>,
     pub ready_count: usize,
     pub problem_count: usize,
     pub exit_code: u8,

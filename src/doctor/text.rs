@@ -1,6 +1,6 @@
 //! `doctor`'s text for a person: at most 80 columns, colour only when asked for.
 
-use super::report::{DeviceKind, Level, NodeReport, Report};
+use super::report::{DeviceKind, Finding, Level, NodeReport, Report};
 use crate::model::UsbMode;
 use anstyle::{AnsiColor, Style};
 
@@ -49,18 +49,74 @@ fn level_word(l: Level) -> &'static str {
     }
 }
 
+/// `text` wrapped to [`WIDTH`] columns, the first line after `first`, the others after
+/// `rest`. Words are broken only at spaces; a word too long for a line (a path) is
+/// broken after a `/`, and only one with no `/` to break at is cut anywhere.
+fn wrap(text: &str, first: &str, rest: &str) -> Vec<String> {
+    use textwrap::WordSeparator;
+    use textwrap::core::{Word, break_words, display_width};
+    use textwrap::wrap_algorithms::wrap_first_fit;
+    let (w1, w2) = (display_width(first), display_width(rest));
+    let avail = WIDTH.saturating_sub(w1.max(w2)).max(1);
+    let mut frags: Vec<Word> = Vec::new();
+    for w in WordSeparator::AsciiSpace.find_words(text) {
+        if w.width <= avail {
+            frags.push(w);
+            continue;
+        }
+        let mut start = 0;
+        let cuts = w.word.match_indices('/').map(|(i, _)| i + 1);
+        for end in cuts.chain(std::iter::once(w.word.len())) {
+            if end <= start {
+                continue;
+            }
+            let mut piece = Word::from(&w.word[start..end]);
+            piece.whitespace = if end == w.word.len() {
+                w.whitespace
+            } else {
+                ""
+            };
+            frags.push(piece);
+            start = end;
+        }
+    }
+    let frags = break_words(frags, avail);
+    let widths = [(WIDTH - w1) as f64, (WIDTH - w2) as f64];
+    wrap_first_fit(&frags, &widths)
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let mut s = String::from(if i == 0 { first } else { rest });
+            for (j, f) in line.iter().enumerate() {
+                s.push_str(f.word);
+                s.push_str(if j + 1 < line.len() {
+                    f.whitespace
+                } else {
+                    f.penalty
+                });
+            }
+            s
+        })
+        .collect()
+}
+
 /// Appends `text` wrapped to the width, first line after `label` (padded to 14
 /// columns), the rest indented to match.
 fn field(out: &mut String, label: &str, text: &str) {
-    let indent = " ".repeat(16);
-    let first = format!("  {label:<13} ");
-    let opts = textwrap::Options::new(WIDTH)
-        .word_splitter(textwrap::WordSplitter::NoHyphenation)
-        .initial_indent(&first)
-        .subsequent_indent(&indent);
-    for line in textwrap::wrap(text, opts) {
-        out.push_str(&line);
+    for line in wrap(text, &format!("  {label:<13} "), &" ".repeat(16)) {
+        out.push_str(line.trim_end());
         out.push('\n');
+    }
+}
+
+/// Every finding that is not `ok`, with its remedies.
+fn findings(out: &mut String, p: &Paint, findings: &[Finding]) {
+    for f in findings.iter().filter(|f| f.level != Level::Ok) {
+        let tag = p.level(f.level, level_word(f.level));
+        field(out, "", &format!("{tag}: {}", f.message));
+        for rem in &f.remedies {
+            field(out, "", &format!("-> {rem}"));
+        }
     }
 }
 
@@ -127,7 +183,7 @@ pub fn render_text(r: &Report, colour: bool) -> String {
             "{kind} {}  {} [{}:{}]",
             d.id, d.product, d.vendor_id, d.product_id
         );
-        for line in textwrap::wrap(&title, WIDTH) {
+        for line in wrap(&title, "", "") {
             out.push_str(&p.bold(&line));
             out.push('\n');
         }
@@ -185,16 +241,26 @@ pub fn render_text(r: &Report, colour: bool) -> String {
         }
         let verdict = p.level(d.verdict, level_word(d.verdict));
         field(&mut out, "verdict", &format!("{verdict} ({})", d.state));
-        for f in d.findings.iter().filter(|f| f.level != Level::Ok) {
-            let tag = p.level(f.level, level_word(f.level));
-            field(&mut out, "", &format!("{tag}: {}", f.message));
-            for rem in &f.remedies {
-                field(&mut out, "", &format!("-> {rem}"));
-            }
-        }
+        findings(&mut out, &p, &d.findings);
+    }
+    for c in &r.class_devices {
+        out.push('\n');
+        let title = format!("Class device {} (no Coral PCIe function)", c.name);
+        out.push_str(&p.bold(&title));
+        out.push('\n');
+        let verdict = super::diagnose::worst(&c.findings);
+        field(
+            &mut out,
+            "verdict",
+            &format!(
+                "{} (apex_N.ready=false)",
+                p.level(verdict, level_word(verdict))
+            ),
+        );
+        findings(&mut out, &p, &c.findings);
     }
     out.push('\n');
-    let summary = if r.devices.is_empty() {
+    let summary = if r.devices.is_empty() && r.class_devices.is_empty() {
         "No Coral Edge TPU found.".to_string()
     } else {
         format!(
@@ -212,12 +278,7 @@ pub fn render_text(r: &Report, colour: bool) -> String {
             r.warnings.len()
         ));
         for w in &r.warnings {
-            for line in textwrap::wrap(
-                w,
-                textwrap::Options::new(WIDTH)
-                    .initial_indent("  ")
-                    .subsequent_indent("    "),
-            ) {
+            for line in wrap(w, "  ", "    ") {
                 out.push_str(&line);
                 out.push('\n');
             }
@@ -275,5 +336,37 @@ mod tests {
             coloured.contains("\x1b[1m\x1b[31mPROBLEM\x1b[0m"),
             "{coloured:?}"
         );
+    }
+
+    #[test]
+    fn long_paths_break_after_a_slash() {
+        let path = "/sys/devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0/\
+                    a_rather_long_attribute_name/and/more/and/more/segments/to/wrap";
+        let text = format!("cannot read {path}: Permission denied");
+        let lines = wrap(&text, "  ", "    ");
+        assert!(lines.len() >= 2, "{lines:?}");
+        for l in &lines {
+            assert!(display(l) <= WIDTH, "{l:?}");
+        }
+        // Put back together, the lines are the text: nothing cut, nothing added.
+        let joined: String = lines
+            .iter()
+            .map(|l| l.trim_start())
+            .collect::<Vec<_>>()
+            .join("");
+        assert_eq!(joined.replace(' ', ""), text.replace(' ', ""));
+        // Each break is at a space or right after a '/'.
+        for pair in lines.windows(2) {
+            let end = pair[0].trim_end().rsplit(' ').next().unwrap();
+            let start = pair[1].trim_start().split(' ').next().unwrap();
+            assert!(
+                end.ends_with('/') || text.contains(&format!("{end} {start}")),
+                "{end:?} | {start:?}"
+            );
+        }
+    }
+
+    fn display(s: &str) -> usize {
+        textwrap::core::display_width(s)
     }
 }

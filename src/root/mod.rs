@@ -136,6 +136,11 @@ impl Root {
         self.resolver
     }
 
+    /// Whether the root could be opened as a directory.
+    pub fn is_open(&self) -> bool {
+        self.fd.is_some()
+    }
+
     /// The root as given on the command line.
     pub fn path(&self) -> &Path {
         &self.path

@@ -51,6 +51,40 @@ pub fn discover_to(sys: &Root, dev: &Root, depth: Depth) -> Scan {
     }
 }
 
+/// Why a root cannot be what it claims to be, if it cannot: a missing or non-directory
+/// root, or a sysfs root with neither `bus/pci/devices` nor `bus/usb/devices` (every
+/// Linux sysfs has at least one; a typo'd path or an empty hostPath has none). Without
+/// this a wrong root would look like a node without a Coral, silently.
+pub fn check_roots(sys: &Root, dev: &Root) -> Result<(), String> {
+    for (root, what, flag) in [
+        (sys, "sysfs root", "--sysfs-root"),
+        (dev, "dev root", "--dev-root"),
+    ] {
+        if !root.is_open() {
+            let why = match std::fs::metadata(root.path()) {
+                Ok(m) if !m.is_dir() => "is not a directory".to_string(),
+                Ok(_) => "cannot be opened".to_string(),
+                Err(e) => e.to_string(),
+            };
+            return Err(format!(
+                "{what} {} {why} (check {flag} and the volume behind it)",
+                root.path().display()
+            ));
+        }
+    }
+    let is_dir = |rel: &str| {
+        sys.stat(rel)
+            .is_ok_and(|st| st.file_type == FileType::Directory)
+    };
+    if !is_dir("bus/pci/devices") && !is_dir("bus/usb/devices") {
+        return Err(format!(
+            "sysfs root {} has neither bus/pci/devices nor bus/usb/devices: not a sysfs              tree (check --sysfs-root and the volume behind it)",
+            sys.path().display()
+        ));
+    }
+    Ok(())
+}
+
 // --- from a filesystem error to a warning, once ---------------------------------------
 
 /// An error that is not "missing" becomes one warning naming the path; missing stays

@@ -82,14 +82,24 @@ impl Bed {
     }
 
     /// Starts the daemon on this bed writing [`Bed::out`] with `extra` flags; returns
-    /// once the first file is there.
+    /// once it has written its first version (every daemon writes once at start).
     pub fn daemon(&self, extra: &[&str]) -> Child {
+        let out = self.out();
+        let before = changed_at(&out);
         let child = spawn(&self.file_args(extra));
         wait_for("first write", Duration::from_secs(5), || {
-            self.out().exists()
+            out.exists() && changed_at(&out) != before
         });
         child
     }
+}
+
+/// When `p` was last replaced (its inode and change time), if it exists.
+fn changed_at(p: &Path) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p)
+        .ok()
+        .map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 /// Starts the binary with a clean environment, stdout discarded, stderr piped.

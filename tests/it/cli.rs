@@ -18,7 +18,15 @@ fn usage_errors_exit_2() {
         (&["--sleep-interval", "60s"][..], "--output-file"),
         (
             &["--output-file", "/tmp/x", "--sleep-interval", "0s"][..],
-            "longer than 0",
+            "between 1s and 1day",
+        ),
+        (
+            &["--output-file", "/tmp/x", "--sleep-interval", "999ms"][..],
+            "between 1s and 1day",
+        ),
+        (
+            &["--output-file", "/tmp/x", "--sleep-interval", "1ms"][..],
+            "between 1s and 1day",
         ),
         (
             &["--output-file", "/tmp/x", "--sleep-interval", "sixty"][..],
@@ -41,11 +49,9 @@ fn allowed_prefixes() {
         "sub.feature.node.kubernetes.io/",
         "coral.ai/",
     ] {
-        assert_eq!(
-            code(&["--label-prefix", p, "--sysfs-root", "/nonexistent"]).0,
-            Some(0),
-            "{p}"
-        );
+        let sys = fixtures_dir().join("no-coral/sys");
+        let o = run(&["--label-prefix", p, "--sysfs-root", sys.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{p}: {}", stderr(&o));
     }
 }
 
@@ -132,14 +138,169 @@ fn broken_stdout_exits_1() {
     assert!(stderr(&o).contains("cannot write to stdout"));
 }
 
+/// A root that is missing, not a directory, or not a sysfs tree is a usage error in
+/// every mode, naming the path: a typo'd hostPath must not look like "no Coral here".
 #[test]
-fn missing_roots_are_not_an_error() {
-    let o = run(&[
-        "--sysfs-root",
-        "/nonexistent/sys",
-        "--dev-root",
-        "/nonexistent/dev",
-    ]);
-    assert_eq!(o.status.code(), Some(0));
-    assert_eq!(parse_nfd(&stdout(&o)).unwrap(), vec![]);
+fn wrong_roots_are_usage_errors_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let good_sys = fixtures_dir().join("no-coral/sys");
+    let out = dir.path().join("features.d/coral-nfd");
+    let snap = dir.path().join("snap");
+    let modes: [&[&str]; 5] = [
+        &[],
+        &[
+            "--output-file",
+            out.to_str().unwrap(),
+            "--sleep-interval",
+            "1h",
+        ],
+        &["doctor"],
+        &["frigate-config"],
+        &["snapshot", "--output", snap.to_str().unwrap()],
+    ];
+    let cases = [
+        ("/nonexistent/sys", "/dev", "/nonexistent/sys"),
+        (empty.to_str().unwrap(), "/dev", "neither bus/pci/devices"),
+        (file.to_str().unwrap(), "/dev", "not a directory"),
+        (
+            good_sys.to_str().unwrap(),
+            "/nonexistent/dev",
+            "/nonexistent/dev",
+        ),
+    ];
+    for mode in modes {
+        for (sys, dev, says) in cases {
+            let mut args = vec!["--sysfs-root", sys, "--dev-root", dev];
+            args.extend_from_slice(mode);
+            let o = run(&args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+            assert_eq!(o.stdout, b"", "{args:?}");
+        }
+    }
+    assert!(!out.exists() && !snap.exists(), "nothing written");
+}
+
+/// Durations: no value makes coral-nfd panic; out-of-bounds values are usage errors
+/// that say the bounds; an expiry too short for the interval is refused with the rule.
+#[test]
+fn durations_are_bounded() {
+    let sys = fixtures_dir().join("no-coral/sys");
+    let sys = sys.to_str().unwrap();
+    for (args, says) in [
+        (&["--expiry", "8000y"][..], "between 1s and"),
+        (&["--expiry", "300000000000y"][..], "between 1s and 1year"),
+        (&["--expiry", "1ns"][..], "between 1s and"),
+        (&["--expiry", "500ms"][..], "between 1s and"),
+        (
+            &["--output-file", "/tmp/x", "--sleep-interval", "3000y"][..],
+            "between 1s and",
+        ),
+        (
+            &[
+                "--output-file",
+                "/tmp/x",
+                "--sleep-interval",
+                "3s",
+                "--expiry",
+                "1s",
+            ][..],
+            "at least 11s",
+        ),
+        (
+            &[
+                "--output-file",
+                "/tmp/x",
+                "--sleep-interval",
+                "60s",
+                "--expiry",
+                "2m",
+            ][..],
+            "at least 2m 5s",
+        ),
+    ] {
+        let mut a = vec!["--sysfs-root", sys];
+        a.extend_from_slice(args);
+        let (c, err) = code(&a);
+        assert_eq!(c, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // The largest accepted values work, in one-shot mode too.
+    let o = run(&["--sysfs-root", sys, "--expiry", "1y"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&["--sysfs-root", sys, "--expiry", "1s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// The labeler's variables in the environment (a DaemonSet's) do not stop a subcommand
+/// run with `kubectl exec`; the same values given as flags still do.
+#[test]
+fn labeler_variables_are_ignored_by_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = fixtures_dir().join("no-coral/sys");
+    let snap = dir.path().join("snap");
+    for sub in [
+        vec!["doctor"],
+        vec!["frigate-config"],
+        vec!["snapshot", "--output", snap.to_str().unwrap()],
+        vec!["completions", "bash"],
+    ] {
+        let _ = std::fs::remove_dir_all(&snap);
+        let o = Command::new(bin())
+            .env_clear()
+            .env("CORAL_NFD_SYSFS_ROOT", &sys)
+            .env("CORAL_NFD_DEV_ROOT", dir.path())
+            .env("CORAL_NFD_SLEEP_INTERVAL", "60s")
+            .env("CORAL_NFD_EXPIRY", "garbage")
+            .env("CORAL_NFD_LABEL_PREFIX", "kubernetes.io/")
+            .env("CORAL_NFD_LOG_FORMAT", "yaml")
+            .args(&sub)
+            .output()
+            .unwrap();
+        assert!(
+            [0, 3].contains(&o.status.code().unwrap()),
+            "{sub:?}: {}",
+            stderr(&o)
+        );
+    }
+    let o = run(&["--label-prefix", "example.com/", "doctor"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is for the labeler"));
+}
+
+#[test]
+fn newcomer_edges() {
+    // Help lines wrap (no terminal: at most 100 columns), unset variables show no '='.
+    let help = stdout(&run(&["--help"]));
+    for line in help.lines() {
+        assert!(line.chars().count() <= 100, "{line:?}");
+    }
+    assert!(!help.contains("[env: CORAL_NFD_OUTPUT_FILE=]"), "{help}");
+    assert!(help.contains("[env: CORAL_NFD_OUTPUT_FILE]"), "{help}");
+    // Subcommands know the version.
+    for sub in ["doctor", "frigate-config", "snapshot"] {
+        let o = run(&[sub, "-V"]);
+        assert_eq!(o.status.code(), Some(0), "{sub}: {}", stderr(&o));
+        assert!(stdout(&o).contains(env!("CARGO_PKG_VERSION")));
+    }
+    // Completions for the usual shells, and a man page.
+    for shell in ["bash", "zsh", "fish"] {
+        let o = run(&["completions", shell]);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(stdout(&o).contains("--sleep-interval"), "{shell}");
+    }
+    let man = run(&["man"]);
+    assert_eq!(man.status.code(), Some(0));
+    let man = stdout(&man);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH coral-nfd"),
+        "{man}"
+    );
+    assert!(man.contains(r"sleep\-interval"), "{man}");
 }

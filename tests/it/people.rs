@@ -293,6 +293,17 @@ fn doctor_colour_only_on_a_terminal() {
         !String::from_utf8_lossy(&no.stdout).contains("\x1b["),
         "NO_COLOR respected"
     );
+    // no-color.org: only a non-empty NO_COLOR turns colour off; TERM=dumb does too.
+    let on_tty = |k: &str, v: &str| {
+        let o = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env(k, v)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("\x1b[")
+    };
+    assert!(on_tty("NO_COLOR", ""), "an empty NO_COLOR keeps colour");
+    assert!(!on_tty("TERM", "dumb"), "TERM=dumb has no colour");
 }
 
 // --- frigate-config -----------------------------------------------------------------
@@ -474,6 +485,135 @@ fn snapshot_refuses_a_non_empty_directory() {
         features(&snap.path().join("sys"), &snap.path().join("dev")),
         features(&sys, dev.path())
     );
+}
+
+/// `--force` never writes through a symlink planted in DIR, and the replayed nodes keep
+/// their owner.
+#[test]
+fn snapshot_force_stays_in_dir_and_keeps_owners() {
+    let Some(dev) = fixture_dev_root("pcie-ready") else {
+        return;
+    };
+    let sys = fixtures_dir().join("pcie-ready/sys");
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    fs::write(&victim, "not yours\n").unwrap();
+    fs::create_dir(outside.path().join("dir")).unwrap();
+    let snap = tempfile::tempdir().unwrap();
+    for name in ["README", "dev.manifest"] {
+        std::os::unix::fs::symlink(&victim, snap.path().join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(outside.path().join("dir"), snap.path().join("sys")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("dir"), snap.path().join("dev")).unwrap();
+    let out = take_snapshot(&sys, dev.path(), snap.path(), &["--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "not yours\n");
+    assert_eq!(fs::read_dir(outside.path().join("dir")).unwrap().count(), 0);
+    for name in ["README", "dev.manifest", "sys", "dev"] {
+        let m = fs::symlink_metadata(snap.path().join(name)).unwrap();
+        assert!(!m.file_type().is_symlink(), "{name} is still a link");
+    }
+    // apex_0 is uid 0, gid 999 in the fixture: the replay keeps both, and doctor says so.
+    use std::os::unix::fs::MetadataExt;
+    let node = fs::metadata(snap.path().join("dev/apex_0")).unwrap();
+    assert_eq!(
+        (node.uid(), node.gid(), node.mode() & 0o777),
+        (0, 999, 0o660)
+    );
+    let replay = run(&args_for(
+        snap.path().join("sys").to_str().unwrap(),
+        snap.path().join("dev").to_str().unwrap(),
+        &["doctor", "--json"],
+    ));
+    let v: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(v["devices"][0]["node"]["gid"], 999);
+}
+
+/// Every `apex_N.ready=false` label has a doctor entry with a cause and a remedy: on
+/// every fixture, and on trees whose class devices lead nowhere.
+#[test]
+fn doctor_explains_every_not_ready_label() {
+    fn check(sys: &Path, dev: &Path, what: &str) {
+        let (s, d) = (sys.to_str().unwrap(), dev.to_str().unwrap());
+        let labels = parse_nfd(&stdout(&run(&args_for(s, d, &[])))).unwrap();
+        let doc: Value =
+            serde_json::from_slice(&run(&args_for(s, d, &["doctor", "--json"])).stdout).unwrap();
+        for l in labels.iter().filter(|l| !l.no_label && l.value == "false") {
+            let Some(apex) = l
+                .key
+                .strip_suffix(".ready")
+                .and_then(|k| k.rsplit_once("coral-tpu."))
+                .map(|(_, a)| a)
+                .filter(|a| a.starts_with("apex_"))
+            else {
+                continue;
+            };
+            let entries: Vec<&Value> = doc["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["apex"] == apex)
+                .chain(
+                    doc["class_devices"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|c| c["name"] == apex),
+                )
+                .collect();
+            assert_eq!(
+                entries.len(),
+                1,
+                "{what}: {apex} is not ready; doctor has {entries:?}"
+            );
+            let problems: Vec<&Value> = entries[0]["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["level"] == "problem")
+                .collect();
+            assert!(!problems.is_empty(), "{what}: {apex}: no cause");
+            assert!(
+                problems
+                    .iter()
+                    .all(|f| !f["remedies"].as_array().unwrap().is_empty()
+                        && !f["message"].as_str().unwrap().is_empty()),
+                "{what}: {apex}: a problem without a remedy"
+            );
+        }
+    }
+    for name in scenarios() {
+        let Some(dev) = fixture_dev_root(&name) else {
+            return;
+        };
+        check(&fixtures_dir().join(&name).join("sys"), dev.path(), &name);
+    }
+    // A class device whose device link leads nowhere, and one that leads to a function
+    // another apex_N already belongs to.
+    let Some(b) = crate::bed::Bed::new("pcie-ready") else {
+        return;
+    };
+    let apex0 = b
+        .sys
+        .join("devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0");
+    let twin = b.sys.join("devices/virtual/apex/apex_1");
+    fs::create_dir_all(&twin).unwrap();
+    fs::write(twin.join("dev"), "120:1\n").unwrap();
+    std::os::unix::fs::symlink(
+        "../../../devices/pci0000:00/0000:00:1c.4/0000:03:00.0",
+        twin.join("device"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/virtual/apex/apex_1",
+        b.sys.join("class/apex/apex_1"),
+    )
+    .unwrap();
+    mknod(&b.dev.join("apex_1"), 'c', 120, 1, 0o660).unwrap();
+    check(&b.sys, &b.dev, "apex_1 sharing a function");
+    fs::remove_file(apex0.join("device")).unwrap();
+    std::os::unix::fs::symlink("../../nowhere", apex0.join("device")).unwrap();
+    check(&b.sys, &b.dev, "dangling device link");
 }
 
 #[test]

@@ -557,6 +557,28 @@ fn check(t: &Tree, cov: &Coverage) -> Result<(), TestCaseError> {
     };
     let report = doctor::diagnose(&scan.inventory, searched, scan.warnings.clone());
     serde_json::to_string(&report).unwrap();
+    // Every apex_N the labels call not ready has a doctor entry with a cause.
+    for line in body.lines().filter(|l| l.ends_with(".ready=false")) {
+        let Some(apex) = line
+            .split("coral-tpu.")
+            .nth(1)
+            .and_then(|k| k.strip_suffix(".ready=false"))
+            .filter(|a| a.starts_with("apex_"))
+        else {
+            continue;
+        };
+        let pcie = report
+            .devices
+            .iter()
+            .filter(|d| d.apex.as_deref() == Some(apex));
+        let class = report.class_devices.iter().filter(|c| c.name == apex);
+        let findings: Vec<_> = pcie
+            .flat_map(|d| d.findings.iter())
+            .chain(class.flat_map(|c| c.findings.iter()))
+            .filter(|f| f.level == doctor::Level::Problem && !f.remedies.is_empty())
+            .collect();
+        prop_assert!(!findings.is_empty(), "{} not ready, doctor silent", apex);
+    }
     for line in doctor::render_text(&report, false).lines() {
         prop_assert!(line.chars().count() <= 80, "{:?}", line);
     }

@@ -26,7 +26,14 @@ fn bed() -> Option<Bed> {
 /// The daemon, silent (10,000 rewrites must not fill a pipe nobody reads).
 fn daemon(b: &Bed) -> Child {
     Command::new(bin())
-        .args(b.file_args(&["--sleep-interval", "1h", "--expiry", "0"]))
+        .args(b.file_args(&[
+            "--sleep-interval",
+            "1h",
+            "--expiry",
+            "0",
+            "--write-gap",
+            "0s",
+        ]))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

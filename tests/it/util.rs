@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_coral-nfd")
+/// The binary under test: this build, or `CORAL_NFD_BIN` (to show a test failing on
+/// another build, e.g. the one before a fix).
+pub fn bin() -> String {
+    std::env::var("CORAL_NFD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_coral-nfd").into())
 }
 
 pub fn fixtures_dir() -> PathBuf {

@@ -18,7 +18,10 @@ FIXTURES = os.path.join(REPO, "tests", "fixtures")
 sys.path.insert(0, os.path.dirname(__file__))
 
 KUSTOMIZATIONS = {
-    "nfd-config": "nfd-config",
+    # nfd-config/kustomization.yaml builds on NFD's own (remote) kustomization, which
+    # cannot be fetched offline; its Coral part is rendered on a stand-in of NFD's.
+    "nfd-standin": "tests/k8s/nfd-standin",
+    "nfd-upstream-only": "tests/k8s/nfd-standin/upstream-only",
     "coral-nfd": "deploy/coral-nfd",
     "sidecar": "tests/k8s/sidecar",
     "frigate-base": "deploy/frigate/base",

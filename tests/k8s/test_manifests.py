@@ -36,9 +36,8 @@ def rules_of_cr():
     return nfd.NodeFeatureRule.model_validate(load_yaml("nfd-config/nodefeaturerule.yaml")).spec.rules
 
 
-def rules_of_worker_conf():
-    conf = nfd.WorkerConfig.model_validate(load_yaml("nfd-config/nfd-worker.conf"))
-    return conf, conf.sources.custom
+def worker_conf():
+    return nfd.WorkerConfig.model_validate(load_yaml("nfd-config/worker-config/nfd-worker.conf"))
 
 
 def er_rules():
@@ -46,11 +45,13 @@ def er_rules():
 
 
 def test_nfd_objects_parse_strictly_with_valid_labels():
-    for rule in rules_of_cr() + rules_of_worker_conf()[1] + er_rules():
+    for rule in rules_of_cr() + er_rules():
         nfd.check_rule_outputs(rule)
-    conf, _ = rules_of_worker_conf()
-    # The seed's configuration, brought up to date.
-    assert "0880" in conf.sources.pci.deviceClassWhitelist
+    conf = worker_conf()
+    # The seed's configuration, brought up to date: NFD's default classes kept, 0880 added.
+    assert {"03", "0b40", "12", "0880"} <= set(conf.sources.pci.deviceClassWhitelist)
+    # The rules live in the NodeFeatureRule only (NFD >= 0.16 applies it by default).
+    assert conf.sources.custom is None
     assert "class" in conf.sources.pci.deviceLabelFields and "vendor" in conf.sources.pci.deviceLabelFields
     assert conf.core.sleepInterval and "-cpu" in conf.core.featureSources
     # An unknown field is refused by the models (they are strict).
@@ -60,16 +61,56 @@ def test_nfd_objects_parse_strictly_with_valid_labels():
         nfd.NodeFeatureRule.model_validate(bad)
 
 
-def test_worker_conf_rules_equal_the_node_feature_rule():
-    assert [r.model_dump() for r in rules_of_worker_conf()[1]] == [r.model_dump() for r in rules_of_cr()]
-
-
-def test_worker_conf_kustomization_is_the_upstream_configmap():
-    cm = find(render("nfd-config"), "ConfigMap")
-    assert cm["metadata"]["name"] == "nfd-worker-conf"
+def test_worker_config_replaces_nfds_own_generator():
+    """On a stand-in of NFD v0.19.0's kustomization, the Coral component replaces NFD's
+    nfd-worker-conf generator: one ConfigMap, our text under NFD's key, and the worker
+    DaemonSet mounting it by its hash-suffixed name."""
+    objs = render("nfd-standin")
+    cms = [o for o in objs if o["kind"] == "ConfigMap"]
+    assert len(cms) == 1, cms
+    cm = cms[0]
+    assert cm["metadata"]["name"].startswith("nfd-worker-conf-")
     assert cm["metadata"]["namespace"] == "node-feature-discovery"
-    with open(os.path.join(REPO, "nfd-config/nfd-worker.conf")) as fh:
-        assert cm["data"]["nfd-worker.conf"] == fh.read()
+    with open(os.path.join(REPO, "nfd-config/worker-config/nfd-worker.conf")) as fh:
+        assert cm["data"] == {"nfd-worker.conf": fh.read()}
+    ds = find(objs, "DaemonSet", "nfd-worker")
+    vol = next(v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == "nfd-worker-conf")
+    assert vol["configMap"]["name"] == cm["metadata"]["name"]
+
+
+def test_a_configmap_by_the_plain_name_would_never_be_mounted():
+    """Why the component exists: NFD's kustomization mounts a hash-suffixed name, so the
+    plain nfd-worker-conf that nfd-config used to apply was never read."""
+    ds = find(render("nfd-upstream-only"), "DaemonSet", "nfd-worker")
+    vol = next(v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == "nfd-worker-conf")
+    assert vol["configMap"]["name"] != "nfd-worker-conf"
+    assert vol["configMap"]["name"].startswith("nfd-worker-conf-")
+
+
+def test_the_kustomization_builds_on_nfd_v0_19_and_the_component():
+    k = load_yaml("nfd-config/kustomization.yaml")
+    remote = [r for r in k["resources"] if r.startswith("https://")]
+    assert remote == ["https://github.com/kubernetes-sigs/node-feature-discovery/"
+                      "deployment/overlays/default?ref=v0.19.0"]
+    assert "nodefeaturerule.yaml" in k["resources"]
+    assert k["components"] == ["worker-config"]
+    comp = load_yaml("nfd-config/worker-config/kustomization.yaml")
+    gen = comp["configMapGenerator"][0]
+    assert (gen["name"], gen["behavior"], gen["files"]) == ("nfd-worker-conf", "replace", ["nfd-worker.conf"])
+
+
+def test_helm_values_carry_the_same_worker_config():
+    values = load_yaml("nfd-config/helm-values.yaml")
+    assert values["worker"]["config"] == load_yaml("nfd-config/worker-config/nfd-worker.conf")
+    nfd.WorkerConfig.model_validate(values["worker"]["config"])
+
+
+def test_shipped_rules_are_the_output_of_coral_nfd_rules():
+    for args, path in [([], "nfd-config/nodefeaturerule.yaml"),
+                       (["--extended-resources"], "nfd-config/extended-resources.yaml")]:
+        out = subprocess.run([binary(), "rules", *args], check=True, capture_output=True, text=True).stdout
+        with open(os.path.join(REPO, path)) as fh:
+            assert out == fh.read(), f"{path} differs from `coral-nfd rules {' '.join(args)}`"
 
 
 def test_seed_rule_is_kept():
@@ -103,8 +144,6 @@ def node_labels(scenario: str, with_coral_nfd: bool = True):
     features, labels = nfd.node_features(os.path.join(FIXTURES, scenario, "sys"),
                                          out if with_coral_nfd else None)
     rule_labels, _ = nfd.evaluate(rules_of_cr(), features)
-    worker_labels, _ = nfd.evaluate(rules_of_worker_conf()[1], features)
-    assert rule_labels == worker_labels, f"{scenario}: CR and worker custom rules disagree"
     _, resources = nfd.evaluate(er_rules(), features)
     return {**labels, **rule_labels}, resources
 
@@ -151,6 +190,30 @@ def test_hardware_labels_without_coral_nfd():
         assert resources == {}
         for overlay in SCHEDULABLE:
             assert not nfd.affinity_matches(deployment_affinity(overlay), labels), (s, overlay)
+
+
+def test_rules_for_a_custom_prefix():
+    """With --label-prefix, the rules of `coral-nfd rules --label-prefix` match what it
+    writes; the default rules do not (a healthy node would look unreported)."""
+    q = "example.com/"
+
+    def rules(*args):
+        out = subprocess.run([binary(), "rules", "--label-prefix", q, *args], check=True,
+                             capture_output=True, text=True).stdout
+        return nfd.NodeFeatureRule.model_validate(yaml.safe_load(out)).spec.rules
+
+    for s in ["pcie-ready", "pcie-lamed", "usb-dfu-usb3"]:
+        code, out = coral_nfd(s, "--label-prefix", q)
+        assert code == 0
+        features, labels = nfd.node_features(os.path.join(FIXTURES, s, "sys"), out)
+        ours, _ = nfd.evaluate(rules(), features)
+        _, resources = nfd.evaluate(rules("--extended-resources"), features)
+        assert q + "coral-nfd.not-reporting" not in ours, s
+        assert (ours.get(q + "coral-tpu.needs-attention") == "true") == (s == "pcie-lamed"), s
+        ready = int(labels.get(q + "coral-tpu.ready.count", "0"))
+        assert resources == ({"coral.ai/tpu": str(ready)} if ready else {}), s
+        default, _ = nfd.evaluate(rules_of_cr(), features)
+        assert default.get(P + "coral-nfd.not-reporting") == "true", s
 
 
 def test_device_plugin_runs_where_a_coral_is():

@@ -1,0 +1,344 @@
+//! What an operator meets: an output path that is not ours, two daemons on one file, a
+//! deleted file, roots that vanish, and what the daemon says in its log.
+
+use crate::bed::*;
+use crate::util::*;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn bed() -> Option<Bed> {
+    Bed::new("pcie-ready")
+}
+
+/// SIGTERM, then everything the daemon said on stderr.
+fn stop_and_log(mut child: Child) -> String {
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+fn ready(out: &Path) -> Option<bool> {
+    let c = read(out);
+    if c.contains("coral-tpu.apex_0.ready=true\n") {
+        Some(true)
+    } else if c.contains("coral-tpu.apex_0.ready=false\n") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+#[test]
+fn only_a_regular_file_or_nothing_is_replaced() {
+    let Some(b) = bed() else { return };
+    let dir = b.dir().join("targets");
+    fs::create_dir(&dir).unwrap();
+    let chr = dir.join("null");
+    mknod(&chr, 'c', 1, 3, 0o666).unwrap();
+    let fifo = dir.join("fifo");
+    mknod(&fifo, 'p', 0, 0, 0o644).unwrap();
+    let precious = b.dir().join("precious");
+    fs::write(&precious, "keep me\n").unwrap();
+    let link = dir.join("link");
+    symlink(&precious, &link).unwrap();
+    let subdir = dir.join("subdir");
+    fs::create_dir(&subdir).unwrap();
+    for (target, kind) in [
+        (&chr, "a character device"),
+        (&fifo, "a FIFO"),
+        (&link, "a symbolic link"),
+        (&subdir, "a directory"),
+    ] {
+        let before: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        for extra in [&[][..], &["--sleep-interval", "1h"][..]] {
+            let mut args = b.args(&["--output-file", target.to_str().unwrap()]);
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let o = run_with_limit(
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                Duration::from_secs(10),
+            );
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{kind} {extra:?}: {err}");
+            assert!(
+                err.contains(kind) && err.contains(target.to_str().unwrap()),
+                "{err}"
+            );
+            let after: Vec<_> = fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(before, after, "{kind}: something was created or removed");
+        }
+    }
+    assert!(
+        fs::symlink_metadata(&chr)
+            .unwrap()
+            .file_type()
+            .is_char_device_like()
+    );
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // `/` and `x/..` name no file: refused, and nothing appears in the working directory.
+    let cwd = tempfile::tempdir().unwrap();
+    for p in ["/", "sub/.."] {
+        let o = std::process::Command::new(bin())
+            .current_dir(cwd.path())
+            .args(b.args(&["--output-file", p]))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{p}: {}", stderr(&o));
+        assert!(stderr(&o).contains("names a directory"), "{}", stderr(&o));
+        assert_eq!(fs::read_dir(cwd.path()).unwrap().count(), 0, "{p}");
+    }
+}
+
+trait CharLike {
+    fn is_char_device_like(&self) -> bool;
+}
+
+impl CharLike for fs::FileType {
+    fn is_char_device_like(&self) -> bool {
+        std::os::unix::fs::FileTypeExt::is_char_device(self)
+    }
+}
+
+#[test]
+fn dash_is_stdout_and_a_daemon_can_print_there() {
+    let Some(b) = bed() else { return };
+    let o = b.run(&b.args(&["--output-file", "-", "--expiry", "1h"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("# +expiry-time="), "{text}");
+    assert!(text.contains("coral-tpu.apex_0.ready=true"));
+    assert!(!Path::new("-").exists());
+
+    let child = std::process::Command::new(bin())
+        .args(b.args(&["--output-file", "-", "--sleep-interval", "1s"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    b.set_apex_node(false);
+    std::thread::sleep(Duration::from_millis(800));
+    signal(&child, rustix::process::Signal::TERM);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Both versions, each a whole file with its expiry line.
+    assert_eq!(text.matches("# coral-nfd ").count(), 2, "{text}");
+    assert_eq!(text.matches("# +expiry-time=").count(), 2, "{text}");
+    assert!(text.contains("apex_0.ready=true") && text.contains("apex_0.ready=false"));
+}
+
+#[test]
+fn long_names_and_failed_writes_leave_nothing_behind() {
+    let Some(b) = bed() else { return };
+    for len in [240, 241, 250, 255] {
+        let out = b.dir().join(format!("long/{}", "n".repeat(len)));
+        let o = b.run(&b.args(&["--output-file", out.to_str().unwrap()]));
+        assert_eq!(o.status.code(), Some(0), "{len}: {}", stderr(&o));
+        assert!(ready(&out) == Some(true), "{len}");
+        assert!(staging(&out).is_dir(), "{len}: staging kept after a write");
+    }
+    // A write that fails where this run made the staging directory: nothing stays.
+    let parent = b.dir().join("ro");
+    fs::create_dir(&parent).unwrap();
+    let out = parent.join("coral-nfd");
+    fs::write(&out, "old\n").unwrap();
+    // An immutable file cannot be replaced: the rename fails after staging was made.
+    let immutable = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&out)
+        .status()
+        .is_ok_and(|s| s.success());
+    if immutable {
+        let o = b.run(&b.args(&["--output-file", out.to_str().unwrap()]));
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&out)
+            .status();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(fs::read_to_string(&out).unwrap(), "old\n");
+        let left: Vec<_> = fs::read_dir(&parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["coral-nfd"], "staging directory left behind");
+    } else {
+        eprintln!("*** chattr +i refused here: the failed-write part did not run ***");
+    }
+}
+
+#[test]
+fn a_deleted_or_changed_file_is_restored_and_sighup_always_rewrites() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let child = b.daemon(&["--sleep-interval", "1s", "--expiry", "0"]);
+    let original = read(&out);
+    fs::remove_file(&out).unwrap();
+    wait_for("restored after deletion", Duration::from_secs(4), || {
+        read(&out) == original
+    });
+    fs::write(&out, "someone else's\n").unwrap();
+    wait_for("restored after a change", Duration::from_secs(4), || {
+        read(&out) == original
+    });
+    // SIGHUP rewrites even when nothing changed: a new inode.
+    std::thread::sleep(Duration::from_millis(1200));
+    let ino = fs::metadata(&out).unwrap().ino();
+    signal(&child, rustix::process::Signal::HUP);
+    wait_for("rewrite on SIGHUP", Duration::from_secs(3), || {
+        fs::metadata(&out).is_ok_and(|m| m.ino() != ino)
+    });
+    let log = stop_and_log(child);
+    assert!(
+        log.contains("was removed or changed by someone else"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_file_is_refused() {
+    let Some(b) = bed() else { return };
+    let first = b.daemon(&["--sleep-interval", "1h"]);
+    let o = b.run(&b.file_args(&["--sleep-interval", "1h"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is taken"), "{}", stderr(&o));
+    // One-shot runs are refused too: they would fight the daemon as well.
+    let o = b.run(&b.file_args(&[]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // A holder killed with SIGKILL does not block the next one.
+    let mut first = first;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let second = b.daemon(&["--sleep-interval", "1h"]);
+    stop_daemon(second);
+}
+
+#[test]
+fn vanished_roots_are_warned_about_and_picked_up_again() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let child = b.daemon(&["--sleep-interval", "1s"]);
+    wait_for("first version", Duration::from_secs(3), || {
+        ready(&out) == Some(true)
+    });
+    let before = read(&out);
+    // The sysfs tree goes away: the file is kept as it was, a warning says why.
+    let away = b.dir().join("sys-away");
+    fs::rename(&b.sys, &away).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(read(&out), before, "labels of nothing were written");
+    // It comes back, now with the TPU LAMED: picked up at the next tick.
+    let status = away.join("devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0/status");
+    fs::write(&status, "LAMED\n").unwrap();
+    fs::rename(&away, &b.sys).unwrap();
+    wait_for("scan after return", Duration::from_secs(4), || {
+        ready(&out) == Some(false)
+    });
+
+    // The dev root is deleted and made again: hotplug watches the new one.
+    let status = b
+        .sys
+        .join("devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0/status");
+    fs::write(&status, "ALIVE\n").unwrap();
+    fs::remove_dir_all(&b.dev).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    fs::create_dir(&b.dev).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let start = Instant::now();
+    b.set_apex_node(true);
+    wait_for("node in the new dev root", Duration::from_secs(3), || {
+        ready(&out) == Some(true)
+    });
+    eprintln!("new dev root: node seen after {:?}", start.elapsed());
+    let log = stop_and_log(child);
+    assert!(log.contains("keeping the last file"), "{log}");
+    assert!(log.contains(b.sys.to_str().unwrap()), "{log}");
+    assert!(log.contains("the roots are back"), "{log}");
+}
+
+/// An RFC 3339 UTC timestamp with milliseconds at the start of the line.
+fn stamped(line: &str) -> bool {
+    line.split(' ')
+        .next()
+        .is_some_and(|t| humantime::parse_rfc3339(t).is_ok() && t.ends_with('Z'))
+}
+
+#[test]
+fn the_daemon_says_what_it_does() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let child = b.daemon(&["--sleep-interval", "1s"]);
+    wait_for("first version", Duration::from_secs(3), || {
+        ready(&out) == Some(true)
+    });
+    std::thread::sleep(Duration::from_millis(2500)); // unchanged ticks: silent
+    b.set_apex_node(false);
+    wait_for("change", Duration::from_secs(3), || {
+        ready(&out) == Some(false)
+    });
+    let log = stop_and_log(child);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().all(|l| stamped(l)), "{log}");
+    assert!(lines[0].contains("started"), "{log}");
+    for word in [
+        env!("CARGO_PKG_VERSION"),
+        b.sys.to_str().unwrap(),
+        b.dev.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "interval 1s",
+        "expiry 7s",
+    ] {
+        assert!(lines[0].contains(word), "{word} not in {}", lines[0]);
+    }
+    let changed: Vec<&&str> = lines.iter().filter(|l| l.contains("wrote")).collect();
+    assert_eq!(changed.len(), 2, "one line per written change:\n{log}");
+    assert!(
+        changed[1].contains("coral-tpu.apex_0.ready true -> false (node-missing)")
+            && changed[1].contains("coral-tpu.ready.count 1 -> 0"),
+        "{log}"
+    );
+    assert!(lines.last().unwrap().contains("stopped"), "{log}");
+    assert_eq!(lines.len(), 4, "nothing on unchanged ticks:\n{log}");
+
+    // The same as JSON lines.
+    let child = b.daemon(&["--sleep-interval", "1s", "--log-format", "json"]);
+    b.set_apex_node(true);
+    wait_for("change", Duration::from_secs(3), || {
+        ready(&out) == Some(true)
+    });
+    let log = stop_and_log(child);
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(humantime::parse_rfc3339(v["time"].as_str().unwrap()).is_ok());
+        assert!(["info", "warning", "error"].contains(&v["level"].as_str().unwrap()));
+        assert!(v["msg"].is_string());
+    }
+    assert!(
+        log.contains("true -> false") || log.contains("false -> true"),
+        "{log}"
+    );
+}
