@@ -456,6 +456,23 @@ def s_driver_no_device(t):
     apex_driver(t)
 
 
+def quad(base, order, lamed):
+    """Four PCIe TPUs (a Dual Edge card on each of two bridges) whose class devices are
+    created in `order` (a list of N), apex_`lamed` LAMED; the tree and its dev.list under
+    `base`. Not a bundled fixture: a directory's order depends on the filesystem, so the
+    tests build it where they run and read the order back."""
+    t = Tree(base)
+    slots = desktop(t)
+    apex_driver(t)
+    addrs = {0: (slots["03"], "0000:03:00.0"), 1: (slots["03"], "0000:03:00.1"),
+             2: (slots["04"], "0000:04:00.0"), 3: (slots["04"], "0000:04:00.1")}
+    for n in order:
+        parent, addr = addrs[n]
+        coral_card(t, parent, addr, n=n, status="LAMED" if n == lamed else "ALIVE")
+    t.write_dev_list(base)
+    return t
+
+
 SCENARIOS = {
     "no-coral": s_no_coral,
     "server-no-coral": s_server_no_coral,

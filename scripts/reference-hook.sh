@@ -20,6 +20,8 @@ node_ok() { # node devfile
   [ "$(stat -L -c '%Hr:%Lr' "$1")" = "$(cat "$2" 2>/dev/null)" ]
 }
 
+version=$(cat "$SYS/module/apex/version" 2>/dev/null)
+
 for d in "$SYS"/bus/pci/devices/*; do
   [ "$(cat "$d/vendor" 2>/dev/null)" = "0x1ac1" ] || continue
   [ "$(cat "$d/device" 2>/dev/null)" = "0x089a" ] || continue
@@ -31,6 +33,9 @@ for d in "$SYS"/bus/pci/devices/*; do
     [ -e "$a" ] || continue
     [ "$(readlink -f "$a/device" 2>/dev/null)" = "$fn" ] || continue
     n=${a##*/}
+    # The old staging driver (apex 1.0): the current runtime cannot use it.
+    [ "$version" = "1.0" ] && break
+    [ "$(cat "$a/driver_version" 2>/dev/null)" = "1.0" ] && break
     node_ok "$DEV/$n" "$a/dev" || break
     if [ -e "$a/status" ] && [ "$(cat "$a/status")" != "ALIVE" ]; then break; fi
     if [ -e "$a/temp" ] && [ "$(cat "$a/temp")" = "-89700" ]; then break; fi
@@ -67,7 +72,6 @@ tf() { if [ "$1" -gt 0 ]; then echo true; else echo false; fi; }
   echo "${P}coral-tpu.usb.count=$usb"
   echo "${P}coral-tpu.usb.ready.count=$usb_ready"
   echo "${P}coral-tpu.driver.loaded=$driver_loaded"
-  version=$(cat "$SYS/module/apex/version" 2>/dev/null)
   if [[ "$version" =~ ^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$ ]]; then
     echo "${P}coral-tpu.driver.version=$version"
   fi
@@ -76,4 +80,15 @@ tf() { if [ "$1" -gt 0 ]; then echo true; else echo false; fi; }
     n=${a##*/}
     echo "${P}coral-tpu.$n.ready=${apex_ready[$n]:-false}"
   done
+  # libedgetpu's pci:N: class/apex in directory order (ls -U), entries whose /dev node
+  # is a character device.
+  i=0
+  if [ -d "$SYS/class/apex" ]; then
+    while read -r n; do
+      case "$n" in apex_*) ;; *) continue ;; esac
+      [ -c "$DEV/$n" ] || continue
+      echo "${P}coral-tpu.libedgetpu.pci.$i.ready=${apex_ready[$n]:-false}"
+      i=$((i + 1))
+    done < <(ls -U -- "$SYS/class/apex")
+  fi
 } | LC_ALL=C sort

@@ -7,6 +7,27 @@ cd "$(dirname "$0")/.."
 
 cargo test --locked --all-targets
 
+# The real components the manifest tests run: nginx (Frigate's listen template, started
+# on loopback), Go's text/template (what Frigate's tempio renders it with), openssl (a
+# throwaway certificate), iproute2 (a network namespace without IPv6). From Debian.
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v go >/dev/null || need+=(golang-go)
+command -v openssl >/dev/null || need+=(openssl)
+command -v ip >/dev/null || need+=(iproute2)
+if [ "${#need[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  # No service may start during the install: nothing here owns it.
+  blocker=/usr/sbin/policy-rc.d
+  made_blocker=false
+  if [ ! -e "$blocker" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$blocker" && chmod +x "$blocker" && made_blocker=true
+  fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [ "$made_blocker" = true ]; then rm -f "$blocker"; fi
+fi
+
 venv=target/pyenv
 stamp="$venv/.requirements"
 if ! cmp -s tests/k8s/requirements.txt "$stamp" 2>/dev/null; then

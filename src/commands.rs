@@ -52,6 +52,7 @@ pub fn frigate_config(sys: &Root, dev: &Root) -> Result<ExitCode, Fatal> {
     let scan = scan::discover(sys, dev);
     log::warnings(&scan.warnings);
     let config = frigate::detectors(&scan.inventory);
+    log::warnings(&config.warnings);
     print(&config.yaml)?;
     Ok(if config.detectors == 0 {
         ExitCode::from(EXIT_NONE_READY)

@@ -120,6 +120,15 @@ pub fn compose(inv: &Inventory) -> (Vec<Feature>, Warnings) {
         }
     }
 
+    // Frigate's `pci:N` as libedgetpu numbers them: what its overlays must require.
+    for (n, slot) in state::libedgetpu_pci(inv).iter().enumerate() {
+        out.push(Feature::label(
+            format!("coral-tpu.libedgetpu.pci.{n}.ready"),
+            slot.ready,
+            Tier::PerDevice,
+        ));
+    }
+
     for (i, (f, st)) in inv.pcie.iter().zip(&pcie).enumerate() {
         let key = format!("coral-tpu.pcie.{i}");
         out.push(Feature::raw(format!("{key}.address"), f.address.as_str()));

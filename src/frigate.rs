@@ -1,73 +1,99 @@
 //! `coral-nfd frigate-config`: the Frigate `detectors:` block for the ready TPUs.
 //! Pure: inventory in, YAML text out.
 
-use crate::model::{Attr, Inventory};
+use crate::model::{Inventory, UsbMode, Warnings};
 use crate::state;
 
 /// The detectors, and whether any device is ready.
 pub struct FrigateConfig {
     pub yaml: String,
     pub detectors: usize,
+    /// What the config had to leave out and why (also in its comments).
+    pub warnings: Warnings,
+}
+
+/// USB sticks as libedgetpu numbers them (`BeagleUsbDriverProvider::Enumerate`): every
+/// Coral stick libusb lists, ready or not, those still in DFU mode (`1a6e:089a`) first,
+/// then those running their firmware, each group in libusb's list order. That order is
+/// the reverse of libusb's discovery, which is udev's sorted device paths or the raw
+/// order of `/sys/bus/usb/devices` depending on how libusb was built: not knowable
+/// here. Within a group the order matters only when its sticks differ in readiness.
+fn usb_detectors(inv: &Inventory, entries: &mut Vec<(String, String)>, notes: &mut Vec<String>) {
+    let mut first = 0;
+    for mode in [UsbMode::Dfu, UsbMode::App] {
+        let group: Vec<_> = inv.usb.iter().filter(|d| d.mode == mode).collect();
+        let ready = group
+            .iter()
+            .filter(|d| state::usb_state(d).is_ready())
+            .count();
+        if ready == group.len() {
+            // All ready: usb:first.. covers exactly these sticks, whatever their order.
+            for n in first..first + group.len() {
+                entries.push((format!("coral_usb{n}"), format!("usb:{n}")));
+            }
+        } else if ready > 0 {
+            notes.push(format!(
+                "USB sticks in {} mode: {ready} of {} ready; libedgetpu numbers them \
+                 usb:{first}..usb:{} in libusb's order, which cannot be known from sysfs, \
+                 so none is configured (a wrong index would open a stick that does not \
+                 work): make them all ready, or unplug the broken one",
+                mode.as_str(),
+                group.len(),
+                first + group.len() - 1
+            ));
+        }
+        for d in group.iter().filter(|d| !state::usb_state(d).is_ready()) {
+            notes.push(format!("USB {}: {}", d.path, state::usb_state(d).code()));
+        }
+        first += group.len();
+    }
 }
 
 /// One detector per ready PCIe TPU (`pci:N`, N as libedgetpu numbers them) and per
-/// ready USB stick (`usb:N`), with comments for devices that were skipped.
+/// ready USB stick (`usb:N`, likewise), with comments for devices left out.
 pub fn detectors(inv: &Inventory) -> FrigateConfig {
     let mut entries: Vec<(String, String)> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
 
-    // libedgetpu walks /sys/class/apex in directory order and counts every entry whose
-    // /dev node is a character device; Frigate's `pci:N` is the N-th of those.
-    let mut by_order: Vec<_> = inv.apex.iter().collect();
-    by_order.sort_by_key(|a| a.class_order);
-    let mut n = 0;
-    for a in by_order {
-        let counted = matches!(a.node, Attr::Value(node) if node.char_device);
-        let function = inv
-            .pcie
-            .iter()
-            .find(|f| f.apex.as_deref() == Some(a.name.as_str()));
-        let state = function.map(|f| state::pcie_state(inv, f));
-        match (counted, &state) {
-            (true, Some(st)) if st.is_ready() => {
-                entries.push((format!("coral_pci{n}"), format!("pci:{n}")));
-            }
-            (true, _) => skipped.push(format!(
-                "{} ({}) is pci:{n} to libedgetpu but not ready: {}",
-                a.name,
-                a.node_path(),
-                state.map_or("not a Coral PCIe function".into(), |s| s.code())
-            )),
-            (false, _) => {}
-        }
-        if counted {
-            n += 1;
+    let slots = state::libedgetpu_pci(inv);
+    for (n, slot) in slots.iter().enumerate() {
+        if slot.ready {
+            entries.push((format!("coral_pci{n}"), format!("pci:{n}")));
+        } else {
+            let state = inv
+                .pcie
+                .iter()
+                .find(|f| f.apex.as_deref() == Some(slot.apex.name.as_str()))
+                .map_or("not a Coral PCIe function".into(), |f| {
+                    state::pcie_state(inv, f).code()
+                });
+            skipped.push(format!(
+                "{} ({}) is pci:{n} to libedgetpu but not ready: {state}",
+                slot.apex.name,
+                slot.apex.node_path(),
+            ));
         }
     }
     for f in &inv.pcie {
-        let st = state::pcie_state(inv, f);
-        let counted = state::apex_of(inv, f)
-            .is_some_and(|a| matches!(a.node, Attr::Value(node) if node.char_device));
-        if !st.is_ready() && !counted {
-            skipped.push(format!("PCIe {}: {}", f.address, st.code()));
+        let counted = slots
+            .iter()
+            .any(|s| Some(s.apex.name.as_str()) == f.apex.as_deref());
+        if !counted {
+            skipped.push(format!(
+                "PCIe {}: {}",
+                f.address,
+                state::pcie_state(inv, f).code()
+            ));
         }
     }
-
-    let mut u = 0;
-    for d in &inv.usb {
-        let st = state::usb_state(d);
-        if st.is_ready() {
-            entries.push((format!("coral_usb{u}"), format!("usb:{u}")));
-            u += 1;
-        } else {
-            skipped.push(format!("USB {}: {}", d.path, st.code()));
-        }
-    }
+    let mut notes = Vec::new();
+    usb_detectors(inv, &mut entries, &mut notes);
 
     let mut yaml = format!(
         "# Frigate detectors for the Coral Edge TPUs ready on this node (coral-nfd {}).\n\
          # PCIe TPUs are numbered as libedgetpu numbers them: /sys/class/apex in\n\
-         # directory order, counting every entry whose /dev node exists.\n",
+         # directory order, counting every entry whose /dev node is a character device.\n\
+         # USB sticks likewise: all Coral sticks, those in DFU mode first.\n",
         env!("CARGO_PKG_VERSION")
     );
     if entries.is_empty() {
@@ -80,13 +106,21 @@ pub fn detectors(inv: &Inventory) -> FrigateConfig {
             ));
         }
     }
+    skipped.extend(notes.iter().cloned());
     skipped.sort();
     for s in &skipped {
         yaml.push_str(&format!("# skipped: {s}\n"));
     }
+    let warnings = Warnings(
+        notes
+            .into_iter()
+            .filter(|n| n.starts_with("USB sticks"))
+            .collect(),
+    );
     FrigateConfig {
         yaml,
         detectors: entries.len(),
+        warnings,
     }
 }
 
@@ -94,7 +128,7 @@ pub fn detectors(inv: &Inventory) -> FrigateConfig {
 mod tests {
     use super::*;
     use crate::model::testing::{apex, function};
-    use crate::model::{ApexDevice, PcieFunction, Status};
+    use crate::model::{ApexDevice, Attr, PcieFunction, Status};
 
     fn tpu(n: u32, order: usize, status: Status) -> (PcieFunction, ApexDevice) {
         let a = ApexDevice {
@@ -135,5 +169,58 @@ mod tests {
         let c = detectors(&Inventory::default());
         assert_eq!(c.detectors, 0);
         assert!(c.yaml.contains("detectors: {}\n"));
+    }
+
+    fn stick(path: &str, mode: UsbMode, ready: bool) -> crate::model::UsbDevice {
+        use crate::model::testing::char_node;
+        crate::model::UsbDevice {
+            path: path.into(),
+            mode,
+            busnum: Attr::Value(2),
+            devnum: Attr::Value(3),
+            dev: Attr::Value((189, 130)),
+            speed: Attr::Value("5000".into()),
+            node: if ready {
+                char_node((189, 130))
+            } else {
+                Attr::Absent
+            },
+        }
+    }
+
+    fn usb_devices(sticks: Vec<crate::model::UsbDevice>) -> (Vec<String>, usize) {
+        let inv = Inventory {
+            usb: sticks,
+            ..Inventory::default()
+        };
+        let c = detectors(&inv);
+        let devices = c
+            .yaml
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("device: "))
+            .map(|d| d.trim_matches('"').to_string())
+            .collect();
+        (devices, c.warnings.len())
+    }
+
+    #[test]
+    fn usb_sticks_are_numbered_as_libedgetpu_does() {
+        use UsbMode::{App, Dfu};
+        // All ready: every index, whatever libusb's order.
+        let (d, w) = usb_devices(vec![stick("1-1", App, true), stick("2-2", App, true)]);
+        assert_eq!((d, w), (vec!["usb:0".to_string(), "usb:1".into()], 0));
+        // DFU sticks come first: a ready DFU stick is usb:0 even on a later port.
+        let (d, w) = usb_devices(vec![stick("1-1", App, false), stick("3-1", Dfu, true)]);
+        assert_eq!((d, w), (vec!["usb:0".to_string()], 0));
+        // ... and a ready application-mode stick after a broken DFU one is usb:1.
+        let (d, _) = usb_devices(vec![stick("1-1", App, true), stick("3-1", Dfu, false)]);
+        assert_eq!(d, vec!["usb:1".to_string()]);
+        // Two sticks of one mode, one broken: their order is libusb's, so none, and a
+        // warning says why.
+        let (d, w) = usb_devices(vec![stick("1-1", App, true), stick("2-2", App, false)]);
+        assert_eq!((d.len(), w), (0, 1));
+        // One broken stick alone: nothing, and nothing to warn about but the skip.
+        let (d, w) = usb_devices(vec![stick("1-1", App, false)]);
+        assert_eq!((d.len(), w), (0, 0));
     }
 }

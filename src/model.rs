@@ -109,6 +109,8 @@ pub struct ApexDevice {
     pub status: Attr<Status>,
     /// Millidegrees Celsius.
     pub temp: Attr<i64>,
+    /// `driver_version` of the class device: `1.0` is the old staging driver.
+    pub driver_version: Attr<String>,
     /// Position in the directory order of `class/apex`: libedgetpu numbers PCIe TPUs
     /// (Frigate's `pci:N`) in that order, counting entries whose node is a char device.
     pub class_order: usize,
@@ -123,8 +125,7 @@ pub struct ApexDetails {
     pub trip_points: [Attr<i64>; 3],
     /// `interrupt_counts` exists (only when MSI-X setup succeeded).
     pub interrupt_counts: bool,
-    /// `driver_version`, `framework_version` of the class device.
-    pub driver_version: Attr<String>,
+    /// `framework_version` of the class device.
     pub framework_version: Attr<String>,
 }
 
@@ -278,6 +279,7 @@ pub(crate) mod testing {
             node: char_node((120, n)),
             status: Attr::Value(Status::Alive),
             temp: Attr::Value(49300),
+            driver_version: Attr::Value("1.2".into()),
             class_order: n as usize,
             details: None,
         }

@@ -49,6 +49,9 @@ pub enum PcieState {
     NotBound,
     /// Bound to another driver (`vfio-pci` when passed to a VM...).
     OtherDriver(String),
+    /// Bound to the old in-kernel staging driver (apex 1.0, no `temp` files): the
+    /// current Edge TPU runtime cannot use it.
+    StagingDriver,
     /// The `driver` link is there but unusable (dangling out of the root, a loop).
     DriverUnreadable,
     /// Bound to apex, yet no `class/apex/apex_N` leads here.
@@ -77,6 +80,7 @@ impl PcieState {
             PcieState::DriverNotLoaded => "driver-not-loaded",
             PcieState::NotBound => "not-bound",
             PcieState::OtherDriver(_) => "other-driver",
+            PcieState::StagingDriver => "staging-driver",
             PcieState::DriverUnreadable => "driver-unreadable",
             PcieState::NoClassDevice => "no-apex-device",
             PcieState::DevUnknown => "dev-unknown",
@@ -97,6 +101,14 @@ pub fn apex_of<'a>(inv: &'a Inventory, f: &PcieFunction) -> Option<&'a ApexDevic
     inv.apex.iter().find(|a| a.name == name)
 }
 
+/// The old staging driver: the module, or the class device, says version `1.0` (the
+/// version gasket-driver left behind when it moved out of the kernel; the staging
+/// driver has no `temp` files either, see the README).
+pub fn is_staging_driver(inv: &Inventory, apex: Option<&ApexDevice>) -> bool {
+    let one_oh = |v: &Attr<String>| v.value().is_some_and(|v| v == "1.0");
+    one_oh(&inv.driver_version) || apex.is_some_and(|a| one_oh(&a.driver_version))
+}
+
 pub fn pcie_state(inv: &Inventory, f: &PcieFunction) -> PcieState {
     match &f.driver {
         Attr::Value(d) if d == "apex" => {}
@@ -105,7 +117,11 @@ pub fn pcie_state(inv: &Inventory, f: &PcieFunction) -> PcieState {
         Attr::Absent if inv.driver_loaded => return PcieState::NotBound,
         Attr::Absent => return PcieState::DriverNotLoaded,
     }
-    let Some(apex) = apex_of(inv, f) else {
+    let apex = apex_of(inv, f);
+    if is_staging_driver(inv, apex) {
+        return PcieState::StagingDriver;
+    }
+    let Some(apex) = apex else {
         return PcieState::NoClassDevice;
     };
     let Attr::Value(dev) = apex.dev else {
@@ -125,6 +141,36 @@ pub fn pcie_state(inv: &Inventory, f: &PcieFunction) -> PcieState {
         Attr::Bad => PcieState::TempUnreadable,
         Attr::Absent | Attr::Value(_) => PcieState::Ready,
     }
+}
+
+/// One PCIe TPU as libedgetpu counts it: Frigate's `pci:N` is the N-th of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeTpuSlot<'a> {
+    pub apex: &'a ApexDevice,
+    /// The labeler's rules call it ready.
+    pub ready: bool,
+}
+
+/// libedgetpu's PCIe numbering (`EnumerateByClass` in its `driver_factory_default.cc`):
+/// `/sys/class/apex` in directory order (kernfs lists a directory in hash order, not by
+/// name: with four TPUs `apex_2` can come first), counting each entry whose `/dev`
+/// node is a character device, working or not.
+pub fn libedgetpu_pci(inv: &Inventory) -> Vec<EdgeTpuSlot<'_>> {
+    let mut by_order: Vec<&ApexDevice> = inv
+        .apex
+        .iter()
+        .filter(|a| matches!(a.node, Attr::Value(n) if n.char_device))
+        .collect();
+    by_order.sort_by_key(|a| a.class_order);
+    by_order
+        .into_iter()
+        .map(|apex| EdgeTpuSlot {
+            apex,
+            ready: inv.pcie.iter().any(|f| {
+                f.apex.as_deref() == Some(apex.name.as_str()) && pcie_state(inv, f).is_ready()
+            }),
+        })
+        .collect()
 }
 
 /// The state of one Coral USB Accelerator.
@@ -243,6 +289,42 @@ mod tests {
             PcieState::TempUnreadable
         );
         assert_eq!(PcieState::Status(Status::Lamed).code(), "status-lamed");
+        // The staging driver comes first after the binding: nothing after it matters.
+        assert_eq!(
+            state_after(|i| {
+                i.driver_version = Attr::Value("1.0".into());
+                i.apex[0].node = Attr::Absent;
+            }),
+            PcieState::StagingDriver
+        );
+        assert_eq!(
+            state_after(|i| i.apex[0].driver_version = Attr::Value("1.0".into())),
+            PcieState::StagingDriver
+        );
+        assert_eq!(PcieState::StagingDriver.code(), "staging-driver");
+    }
+
+    #[test]
+    fn libedgetpu_numbers_in_directory_order_counting_char_devices() {
+        use crate::model::testing::{apex, function};
+        let mut inv = one_ready_tpu();
+        // Directory order apex_2, apex_0, apex_3, apex_1; apex_3 has no node, apex_0
+        // is LAMED.
+        inv.pcie = (0..4).map(function).collect();
+        inv.apex = (0..4).map(apex).collect();
+        for (n, order) in [(0, 1), (1, 3), (2, 0), (3, 2)] {
+            inv.apex[n].class_order = order;
+        }
+        inv.apex[3].node = Attr::Absent;
+        inv.apex[0].status = Attr::Value(Status::Lamed);
+        let slots: Vec<(&str, bool)> = libedgetpu_pci(&inv)
+            .iter()
+            .map(|s| (s.apex.name.as_str(), s.ready))
+            .collect();
+        assert_eq!(
+            slots,
+            [("apex_2", true), ("apex_0", false), ("apex_1", true)]
+        );
     }
 
     #[test]

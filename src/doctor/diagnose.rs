@@ -37,7 +37,7 @@ fn node_report(path: String, node: &Node, expected: Option<(u32, u32)>) -> NodeR
 fn pcie_report(inv: &Inventory, f: &PcieFunction) -> DeviceReport {
     let st = state::pcie_state(inv, f);
     let a = state::apex_of(inv, f);
-    let findings = pcie_findings(&st, a, inv);
+    let findings = pcie_findings(&st, a);
     let details = a.and_then(|a| a.details.as_ref());
     DeviceReport {
         kind: DeviceKind::Pcie,
@@ -50,9 +50,13 @@ fn pcie_report(inv: &Inventory, f: &PcieFunction) -> DeviceReport {
         state: st.code().into_owned(),
         driver: attr_string(&f.driver),
         apex: f.apex.clone(),
+        edgetpu_device: state::libedgetpu_pci(inv)
+            .iter()
+            .position(|s| Some(s.apex.name.as_str()) == f.apex.as_deref())
+            .map(|n| format!("pci:{n}")),
         status: a.and_then(|a| attr_string(&a.status)),
         temperature: a.and_then(temperature),
-        driver_version: details.and_then(|d| attr_string(&d.driver_version)),
+        driver_version: a.and_then(|a| attr_string(&a.driver_version)),
         framework_version: details.and_then(|d| attr_string(&d.framework_version)),
         usb_speed_mbps: None,
         usb_mode: None,
@@ -91,6 +95,7 @@ fn usb_report(d: &UsbDevice) -> DeviceReport {
         state: st.code().into_owned(),
         driver: None,
         apex: None,
+        edgetpu_device: None,
         status: None,
         temperature: None,
         driver_version: None,
@@ -172,7 +177,6 @@ mod tests {
             details: Some(ApexDetails {
                 trip_points: [Attr::Value(84800), Attr::Value(89800), Attr::Value(94800)],
                 interrupt_counts: true,
-                driver_version: Attr::Value("1.2".into()),
                 framework_version: Attr::Value("1.1.4".into()),
             }),
             ..testing::apex(0)

@@ -2,7 +2,7 @@
 //! Pure functions of the model and the state the labeler's rules give.
 
 use super::report::{Finding, Level, Temperature};
-use crate::model::{ApexDevice, Attr, Inventory, Status, TEMP_NOT_ANSWERING, UsbDevice, UsbMode};
+use crate::model::{ApexDevice, Inventory, Status, TEMP_NOT_ANSWERING, UsbDevice, UsbMode};
 use crate::state::{NodeProblem, PcieState, UsbState};
 
 fn finding(level: Level, code: &str, message: String, remedies: &[&str]) -> Finding {
@@ -29,11 +29,7 @@ const NODE_HOST: &str = "On the host: the gasket-dkms udev rule is `SUBSYSTEM==\
 const NODE_CONTAINER: &str = "In a container: mount the host's /dev (or the node itself, \
     hostPath type CharDevice) and point --dev-root at it.";
 
-pub(super) fn pcie_findings(
-    state: &PcieState,
-    a: Option<&ApexDevice>,
-    inv: &Inventory,
-) -> Vec<Finding> {
+pub(super) fn pcie_findings(state: &PcieState, a: Option<&ApexDevice>) -> Vec<Finding> {
     use Level::Problem;
     let name = a.map(|a| a.name.as_str()).unwrap_or("apex_N");
     let node = format!("/dev/{name}");
@@ -68,6 +64,20 @@ pub(super) fn pcie_findings(
                  release it on the host (unbind from vfio-pci, remove its ID from vfio-pci.ids).",
                 "Otherwise unbind it (`echo ADDR > /sys/bus/pci/drivers/DRIVER/unbind`) and \
                  load apex.",
+            ],
+        )],
+        PcieState::StagingDriver => vec![finding(
+            Problem,
+            "staging-driver",
+            "The old in-kernel staging driver (apex 1.0, no temperature files) is loaded; \
+             the current Edge TPU runtime fails with it ('Could not set performance \
+             expectation'), so the TPU is not ready."
+                .into(),
+            &[
+                "Blacklist the staging modules (`blacklist apex` and `blacklist gasket` in \
+                 /etc/modprobe.d) and install gasket-dkms, whose modules in updates/dkms \
+                 replace them; rebuild the initramfs (`update-initramfs -u`) and reboot.",
+                INSTALL_DRIVER,
             ],
         )],
         PcieState::DriverUnreadable => vec![finding(
@@ -164,22 +174,6 @@ pub(super) fn pcie_findings(
             &["Power-cycle the machine and check dmesg."],
         )],
     };
-    if is_staging_driver(a, inv) {
-        out.push(finding(
-            Problem,
-            "staging-driver",
-            "The old in-kernel staging driver (apex 1.0, no temperature files) is loaded; \
-             the current Edge TPU runtime fails with it ('Could not set performance \
-             expectation')."
-                .into(),
-            &[
-                "Blacklist the staging modules (`blacklist apex` and `blacklist gasket` in \
-                 /etc/modprobe.d) and install gasket-dkms, whose modules in updates/dkms \
-                 replace them; rebuild the initramfs (`update-initramfs -u`) and reboot.",
-                INSTALL_DRIVER,
-            ],
-        ));
-    }
     if let Some(t) = a.and_then(temperature)
         && t.clock_mhz < 500.0
     {
@@ -197,14 +191,6 @@ pub(super) fn pcie_findings(
         ));
     }
     out
-}
-
-fn is_staging_driver(a: Option<&ApexDevice>, inv: &Inventory) -> bool {
-    let one_oh = |v: &Attr<String>| v.value().is_some_and(|v| v == "1.0");
-    let class_version = a
-        .and_then(|a| a.details.as_ref())
-        .is_some_and(|d| one_oh(&d.driver_version));
-    one_oh(&inv.driver_version) || class_version
 }
 
 /// Temperature, trip points and the clock the driver picks for them.

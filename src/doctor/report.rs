@@ -85,6 +85,9 @@ pub struct DeviceReport {
     pub state: String,
     pub driver: Option<String>,
     pub apex: Option<String>,
+    /// The device string libedgetpu (and Frigate's `device:`) gives this TPU, `pci:N`,
+    /// when its node is a character device (see the README on numbering).
+    pub edgetpu_device: Option<String>,
     pub status: Option<String>,
     pub temperature: Option<Temperature>,
     pub driver_version: Option<String>,

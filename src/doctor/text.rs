@@ -196,6 +196,13 @@ pub fn render_text(r: &Report, colour: bool) -> String {
             if let Some(a) = &d.apex {
                 field(&mut out, "class device", a);
             }
+            if let Some(e) = &d.edgetpu_device {
+                field(
+                    &mut out,
+                    "edgetpu",
+                    &format!("{e} (libedgetpu's numbering: Frigate's device: \"{e}\")"),
+                );
+            }
             if let Some(v) = &d.driver_version {
                 let fw = d.framework_version.as_deref().unwrap_or("?");
                 field(&mut out, "versions", &format!("driver {v}, framework {fw}"));
@@ -308,7 +315,6 @@ mod tests {
                 details: Some(ApexDetails {
                     trip_points: [Attr::Value(84800), Attr::Value(89800), Attr::Value(94800)],
                     interrupt_counts: true,
-                    driver_version: Attr::Value("1.2".into()),
                     framework_version: Attr::Value("1.1.4".into()),
                 }),
                 ..crate::model::testing::apex(0)

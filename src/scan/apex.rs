@@ -58,6 +58,7 @@ pub(super) fn discover(
             node: read_node(dev, &name, w),
             status: read_attr(sys, &format!("{base}/status"), parse::status, w),
             temp: read_attr(sys, &format!("{base}/temp"), parse::millicelsius, w),
+            driver_version: read_attr(sys, &format!("{base}/driver_version"), parse::version, w),
             class_order,
             details: (depth == Depth::Doctor).then(|| details(sys, &base, w)),
             name,
@@ -87,7 +88,6 @@ fn details(sys: &Root, base: &str, w: &mut Warnings) -> ApexDetails {
     ApexDetails {
         trip_points: [trip(0, w), trip(1, w), trip(2, w)],
         interrupt_counts: sys.stat(format!("{base}/interrupt_counts")).is_ok(),
-        driver_version: read_attr(sys, &format!("{base}/driver_version"), parse::version, w),
         framework_version: read_attr(sys, &format!("{base}/framework_version"), parse::version, w),
     }
 }

@@ -75,7 +75,9 @@ fn every_scenario_is_a_valid_nfd_feature_file() {
             let short = l
                 .key
                 .trim_start_matches("feature.node.kubernetes.io/coral-tpu.");
-            let is_apex_ready = short.starts_with("apex_") && short.ends_with(".ready");
+            let is_apex_ready = (short.starts_with("apex_")
+                || short.starts_with("libedgetpu.pci."))
+                && short.ends_with(".ready");
             assert_eq!(
                 l.no_label,
                 !(label_keys.contains(&short) || is_apex_ready),
@@ -157,9 +159,9 @@ fn scenarios_mean_what_their_names_say() {
         ),
         (
             "pcie-staging-driver",
-            Some((1, 1)),
-            &[("apex_0", "true")],
-            Some("ready"),
+            Some((0, 1)),
+            &[("apex_0", "false")],
+            Some("staging-driver"),
         ),
         ("pcie-vfio", Some((0, 1)), &[], Some("other-driver")),
         (

@@ -122,11 +122,12 @@ def test_seed_rule_is_kept():
 
 # --- end to end: fixture -> coral-nfd -> rules -> labels -> affinity ----------------------
 
-PCIE_READY = {"pcie-ready", "pcie-dual", "pcie-throttled", "pcie-staging-driver", "devboard",
-              "rpi5-switch", "pcie-and-usb"}
+PCIE_READY = {"pcie-ready", "pcie-dual", "pcie-throttled", "devboard", "rpi5-switch",
+              "pcie-and-usb"}
 USB_READY = {"usb-dfu-usb3", "usb-app-usb2", "pcie-and-usb"}
 PCIE_PRESENT = PCIE_READY | {"pcie-no-driver", "pcie-probe-failed", "pcie-node-missing",
-                             "pcie-node-mismatch", "pcie-lamed", "pcie-not-answering", "pcie-vfio"}
+                             "pcie-node-mismatch", "pcie-lamed", "pcie-not-answering", "pcie-vfio",
+                             "pcie-staging-driver"}
 USB_PRESENT = USB_READY
 
 # Where each Frigate overlay must be schedulable, written down by hand.
@@ -228,7 +229,7 @@ def test_a_typo_in_a_selector_fails():
     affinity = deployment_affinity("pcie")
     expr = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchExpressions"][0]
-    broken = {**expr, "key": expr["key"].replace("apex_0", "apex0")}
+    broken = {**expr, "key": expr["key"].replace("pci.0", "pci0")}
     bad = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{"matchExpressions": [broken]}]}}}
     assert not nfd.affinity_matches(bad, node_labels("pcie-ready")[0])
@@ -238,8 +239,9 @@ def test_a_typo_in_a_selector_fails():
 
 # overlay -> (fixture whose frigate-config it must match, device pass-through mounts)
 FRIGATE = {
-    "pcie": ("pcie-ready", ["/dev/apex_0"]),
-    "pcie-dual": ("pcie-dual", ["/dev/apex_0", "/dev/apex_1"]),
+    # privileged: every host device node, none mounted by name (pci:N need not be apex_N)
+    "pcie": ("pcie-ready", []),
+    "pcie-dual": ("pcie-dual", []),
     "usb": ("usb-dfu-usb3", ["/dev/bus/usb"]),
     "device-plugin": ("pcie-ready", []),
 }
@@ -310,7 +312,7 @@ def test_frigate_base():
     # The seed config is copied into /config only when absent.
     init = pod["initContainers"][0]
     script = " ".join(init["command"])
-    assert "[ -e /config/config.yml ]" in script and "cp /seed/config.yml /config/config.yml" in script
+    assert "/config/config.yaml" in script and "cp /seed/config.yml /config/config.yml" in script
 
 
 def test_nginx_template_binds_dual_stack():

@@ -42,11 +42,11 @@ FRIGATE_COMMON = {
     "CKV_K8S_37": "s6-overlay needs default capabilities (chown, setuid, setgid...); NET_RAW is dropped",
 }
 
-# What only the privileged overlays (hostPath device + privileged, as the seed) add.
+# What only the privileged overlays (as the seed) add.
 PRIVILEGED = {
-    "CKV_K8S_16": "privileged: the only way a hostPath device node passes the device cgroup",
+    "CKV_K8S_16": "privileged: every host device node (the TPUs libedgetpu numbers, /dev/bus/usb); "
+                  "a device node passes the device cgroup of no other container",
     "CKV_K8S_20": "privileged implies privilege escalation",
-    "CKV_K8S_25": "CAP_PERFMON, for Frigate's CPU/TPU metrics (redundant under privileged, kept as the seed has it)",
 }
 
 # The third-party device plugin (its own requirements, not Frigate's).
