@@ -8,8 +8,11 @@
 # steps serve amd64 and arm64 (Raspberry Pi 5, Coral Dev Board).
 FROM docker.io/library/rust:1.95-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto ./proto
 COPY src ./src
+# The bench targets are declared in Cargo.toml, so their files must exist to build.
+COPY benches ./benches
 # glibc, statically linked: no loader, no libc in the final image.
 RUN target="$(uname -m)-unknown-linux-gnu" \
  && RUSTFLAGS="-C target-feature=+crt-static" \

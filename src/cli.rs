@@ -121,6 +121,23 @@ pub enum Command {
         #[arg(long)]
         extended_resources: bool,
     },
+    /// Run a kubelet device plugin: each PCIe TPU is one RESOURCE (coral.ai/tpu),
+    /// Healthy when the labeler would call it ready. Needs kubelet 1.26 or later.
+    DevicePlugin {
+        /// The kubelet's device-plugins directory (kubelet.sock, and our socket).
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/var/lib/kubelet/device-plugins"
+        )]
+        kubelet_dir: PathBuf,
+        /// The extended resource pods request.
+        #[arg(long, value_name = "NAME", default_value = "coral.ai/tpu", value_parser = parse_resource)]
+        resource: String,
+        /// Log lines as text (RFC 3339 timestamp first) or json.
+        #[arg(long, value_name = "FORMAT", default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Print a shell completion script (e.g. `coral-nfd completions bash >
     /// /etc/bash_completion.d/coral-nfd`).
     Completions {
@@ -202,6 +219,14 @@ pub struct Labeler {
     /// for readers other than NFD (and for tests).
     #[arg(long, value_name = "DURATION", hide = true, value_parser = parse_duration)]
     pub write_gap: Option<Duration>,
+}
+
+fn parse_resource(s: &str) -> Result<String, String> {
+    if crate::deviceplugin::is_extended_resource_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err("expected an extended resource name: domain/name, outside kubernetes.io".into())
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -342,6 +367,18 @@ pub fn run() -> ExitCode {
             label_prefix,
             extended_resources,
         }) => commands::rules(label_prefix, *extended_resources),
+        Some(Command::DevicePlugin {
+            kubelet_dir,
+            resource,
+            log_format,
+        }) => {
+            log::configure(*log_format, true);
+            let opts = crate::deviceplugin::Options {
+                kubelet_dir: kubelet_dir.clone(),
+                resource: resource.clone(),
+            };
+            crate::deviceplugin::run(&opts, &sys, &dev).map(|()| ExitCode::SUCCESS)
+        }
         Some(Command::Completions { shell }) => commands::completions(*shell, &mut Cli::command()),
         Some(Command::Man) => commands::man(Cli::command()),
     };

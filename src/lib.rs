@@ -10,7 +10,8 @@
 //!   (NodeFeatureRules for a prefix), and for people [`doctor`] and [`frigate`].
 //! - **output**: [`output`] (stdout, atomic file), [`labeler`] (the pipeline, once or
 //!   as a daemon), [`daemon`] (the loop), [`events`] (signals) and [`hotplug`]
-//!   (inotify), [`snapshot`]; [`log`] says everything on stderr.
+//!   (inotify), [`snapshot`], [`deviceplugin`] (the kubelet device plugin); [`log`]
+//!   says everything on stderr.
 //!
 //! [`cli`] parses the command line and dispatches to [`labeler`] or [`commands`].
 
@@ -18,6 +19,7 @@ pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod deviceplugin;
 pub mod doctor;
 pub mod events;
 pub mod features;

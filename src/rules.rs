@@ -114,17 +114,18 @@ spec:
 
 /// `nfd-config/extended-resources.yaml`, with `{P}` for the prefix.
 const EXTENDED_RESOURCES: &str = r#"# Optional: advertise the number of READY Coral TPUs as the node extended resource
-# coral.ai/tpu, so the scheduler can count them (`resources.limits: {coral.ai/tpu: 1}`).
+# coral.ai/ready-tpus: a count to see in `kubectl describe node` or use in quotas.
 #
 #   kubectl apply -f nfd-config/extended-resources.yaml
 #
 # This file is the output of `coral-nfd rules --extended-resources` (add
 # --label-prefix P for another prefix).
 #
-# This only sets node capacity. It gives no pod a device: a pod that requests
-# coral.ai/tpu still needs the device node (hostPath + privileged, or a device plugin,
-# see deploy/frigate). Needs node-feature-discovery v0.19.x (extendedResources with a
-# value taken from a feature: "@local.feature.<key>").
+# It is not a device, and not coral.ai/tpu: that name belongs to coral-nfd's device
+# plugin (deploy/coral-nfd-device-plugin), which hands a pod an actual TPU; two sources
+# of one node capacity would overwrite each other. Do not request coral.ai/ready-tpus in
+# a pod: nothing gives it a device. Needs node-feature-discovery v0.19.x
+# (extendedResources with a value taken from a feature: "@local.feature.<key>").
 apiVersion: nfd.k8s-sigs.io/v1alpha1
 kind: NodeFeatureRule
 metadata:
@@ -133,7 +134,7 @@ spec:
   rules:
     - name: coral-tpu-count
       extendedResources:
-        coral.ai/tpu: "@local.feature.{P}coral-tpu.ready.count"
+        coral.ai/ready-tpus: "@local.feature.{P}coral-tpu.ready.count"
       matchFeatures:
         - feature: local.feature
           matchExpressions:

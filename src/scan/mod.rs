@@ -64,7 +64,7 @@ pub fn check_roots(sys: &Root, dev: &Root) -> Result<(), String> {
             let why = match std::fs::metadata(root.path()) {
                 Ok(m) if !m.is_dir() => "is not a directory".to_string(),
                 Ok(_) => "cannot be opened".to_string(),
-                Err(e) => e.to_string(),
+                Err(e) => format!("cannot be used: {e}"),
             };
             return Err(format!(
                 "{what} {} {why} (check {flag} and the volume behind it)",

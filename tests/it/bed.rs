@@ -158,3 +158,14 @@ pub fn read(p: &Path) -> String {
 pub fn staging(out: &Path) -> PathBuf {
     coral_nfd::output::staging_path(out)
 }
+
+/// What a feature file says of `apex_0`: ready, not ready, or nothing.
+pub fn ready_in(content: &str) -> Option<bool> {
+    if content.contains("coral-tpu.apex_0.ready=true\n") {
+        Some(true)
+    } else if content.contains("coral-tpu.apex_0.ready=false\n") {
+        Some(false)
+    } else {
+        None
+    }
+}

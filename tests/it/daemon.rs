@@ -12,16 +12,6 @@ fn bed() -> Option<Bed> {
     Bed::new("pcie-ready")
 }
 
-fn ready_in(content: &str) -> Option<bool> {
-    if content.contains("coral-tpu.apex_0.ready=true\n") {
-        Some(true)
-    } else if content.contains("coral-tpu.apex_0.ready=false\n") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
 fn expiry_of(content: &str) -> Option<String> {
     content
         .lines()

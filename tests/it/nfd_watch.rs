@@ -74,16 +74,6 @@ fn rand_ms(n: u64) -> u64 {
     RandomState::new().hash_one(Instant::now()) % n.max(1)
 }
 
-fn apex_ready(c: &str) -> Option<bool> {
-    if c.contains("coral-tpu.apex_0.ready=true\n") {
-        Some(true)
-    } else if c.contains("coral-tpu.apex_0.ready=false\n") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
 /// (a) nfd-worker runs before coral-nfd ever did: creating the staging directory is an
 /// event, which must not swallow the first version.
 #[test]
@@ -100,7 +90,7 @@ fn first_start_with_nfd_already_running() {
             assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
             None
         };
-        w.settle(start, |c| apex_ready(c) == Some(true));
+        w.settle(start, |c| ready_in(c) == Some(true));
         if let Some(c) = child {
             stop_daemon(c);
         }
@@ -114,7 +104,7 @@ fn hotplug_storm() {
         return;
     };
     let child = w.spawn(&["--sleep-interval", "1h"]);
-    w.settle(Instant::now(), |c| apex_ready(c) == Some(true));
+    w.settle(Instant::now(), |c| ready_in(c) == Some(true));
     for round in 0..3 {
         let flips = 5 + rand_ms(10) as usize;
         let mut present = true;
@@ -123,11 +113,11 @@ fn hotplug_storm() {
             w.bed.set_apex_node(present);
             std::thread::sleep(Duration::from_millis(rand_ms(400)));
         }
-        let took = w.settle(Instant::now(), |c| apex_ready(c) == Some(present));
+        let took = w.settle(Instant::now(), |c| ready_in(c) == Some(present));
         eprintln!("storm {round}: {flips} flips, NFD read the final state after {took:?}");
         if !present {
             w.bed.set_apex_node(true);
-            w.settle(Instant::now(), |c| apex_ready(c) == Some(true));
+            w.settle(Instant::now(), |c| ready_in(c) == Some(true));
         }
     }
     stop_daemon(child);
@@ -169,14 +159,14 @@ fn sighup_storm() {
         return;
     };
     let child = w.spawn(&["--sleep-interval", "1h"]);
-    w.settle(Instant::now(), |c| apex_ready(c) == Some(true));
+    w.settle(Instant::now(), |c| ready_in(c) == Some(true));
     for _ in 0..10 {
         signal(&child, rustix::process::Signal::HUP);
         std::thread::sleep(Duration::from_millis(rand_ms(150)));
     }
     // A state change right after the storm must not be lost behind it.
     w.bed.set_apex_node(false);
-    w.settle(Instant::now(), |c| apex_ready(c) == Some(false));
+    w.settle(Instant::now(), |c| ready_in(c) == Some(false));
     stop_daemon(child);
 }
 
@@ -188,12 +178,12 @@ fn expiry_refreshes() {
     };
     let child = w.spawn(&["--sleep-interval", "1s", "--expiry", "7s"]);
     let out = w.bed.out();
-    w.settle(Instant::now(), |c| apex_ready(c) == Some(true));
+    w.settle(Instant::now(), |c| ready_in(c) == Some(true));
     let first = read(&out);
     wait_for("a refresh", Duration::from_secs(8), || read(&out) != first);
     // A change just after a refresh waits for the gap, and is not lost.
     w.bed.set_apex_node(false);
-    w.settle(Instant::now(), |c| apex_ready(c) == Some(false));
+    w.settle(Instant::now(), |c| ready_in(c) == Some(false));
     stop_daemon(child);
 }
 

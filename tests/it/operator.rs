@@ -28,17 +28,6 @@ fn stop_and_log(mut child: Child) -> String {
     err
 }
 
-fn ready(out: &Path) -> Option<bool> {
-    let c = read(out);
-    if c.contains("coral-tpu.apex_0.ready=true\n") {
-        Some(true)
-    } else if c.contains("coral-tpu.apex_0.ready=false\n") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
 #[test]
 fn only_a_regular_file_or_nothing_is_replaced() {
     let Some(b) = bed() else { return };
@@ -158,7 +147,7 @@ fn long_names_and_failed_writes_leave_nothing_behind() {
         let out = b.dir().join(format!("long/{}", "n".repeat(len)));
         let o = b.run(&b.args(&["--output-file", out.to_str().unwrap()]));
         assert_eq!(o.status.code(), Some(0), "{len}: {}", stderr(&o));
-        assert!(ready(&out) == Some(true), "{len}");
+        assert!(ready_in(&read(&out)) == Some(true), "{len}");
         assert!(staging(&out).is_dir(), "{len}: staging kept after a write");
     }
     // A write that fails where this run made the staging directory: nothing stays.
@@ -242,7 +231,7 @@ fn vanished_roots_are_warned_about_and_picked_up_again() {
     let out = b.out();
     let child = b.daemon(&["--sleep-interval", "1s"]);
     wait_for("first version", Duration::from_secs(3), || {
-        ready(&out) == Some(true)
+        ready_in(&read(&out)) == Some(true)
     });
     let before = read(&out);
     // The sysfs tree goes away: the file is kept as it was, a warning says why.
@@ -255,7 +244,7 @@ fn vanished_roots_are_warned_about_and_picked_up_again() {
     fs::write(&status, "LAMED\n").unwrap();
     fs::rename(&away, &b.sys).unwrap();
     wait_for("scan after return", Duration::from_secs(4), || {
-        ready(&out) == Some(false)
+        ready_in(&read(&out)) == Some(false)
     });
 
     // The dev root is deleted and made again: hotplug watches the new one.
@@ -270,7 +259,7 @@ fn vanished_roots_are_warned_about_and_picked_up_again() {
     let start = Instant::now();
     b.set_apex_node(true);
     wait_for("node in the new dev root", Duration::from_secs(3), || {
-        ready(&out) == Some(true)
+        ready_in(&read(&out)) == Some(true)
     });
     eprintln!("new dev root: node seen after {:?}", start.elapsed());
     let log = stop_and_log(child);
@@ -292,12 +281,12 @@ fn the_daemon_says_what_it_does() {
     let out = b.out();
     let child = b.daemon(&["--sleep-interval", "1s"]);
     wait_for("first version", Duration::from_secs(3), || {
-        ready(&out) == Some(true)
+        ready_in(&read(&out)) == Some(true)
     });
     std::thread::sleep(Duration::from_millis(2500)); // unchanged ticks: silent
     b.set_apex_node(false);
     wait_for("change", Duration::from_secs(3), || {
-        ready(&out) == Some(false)
+        ready_in(&read(&out)) == Some(false)
     });
     let log = stop_and_log(child);
     let lines: Vec<&str> = log.lines().collect();
@@ -327,7 +316,7 @@ fn the_daemon_says_what_it_does() {
     let child = b.daemon(&["--sleep-interval", "1s", "--log-format", "json"]);
     b.set_apex_node(true);
     wait_for("change", Duration::from_secs(3), || {
-        ready(&out) == Some(true)
+        ready_in(&read(&out)) == Some(true)
     });
     let log = stop_and_log(child);
     for line in log.lines() {

@@ -29,6 +29,8 @@ KUSTOMIZATIONS = {
     "pcie-dual": "deploy/frigate/overlays/pcie-dual",
     "usb": "deploy/frigate/overlays/usb",
     "device-plugin": "deploy/frigate/overlays/device-plugin",
+    "coral-device-plugin": "deploy/frigate/overlays/coral-device-plugin",
+    "coral-nfd-device-plugin": "deploy/coral-nfd-device-plugin",
 }
 
 

@@ -175,7 +175,7 @@ def test_rule_labels_per_scenario():
         assert (labels.get(P + "coral-tpu.driver.outdated") == "true") == (s == "pcie-staging-driver"), s
         assert P + "coral-nfd.not-reporting" not in labels, s
         ready = int(labels.get(P + "coral-tpu.ready.count", "0"))
-        assert resources == ({"coral.ai/tpu": str(ready)} if ready else {}), s
+        assert resources == ({"coral.ai/ready-tpus": str(ready)} if ready else {}), s
         for k, v in labels.items():
             assert nfd.is_qualified_name(k) and nfd.is_label_value(v), (s, k, v)
 
@@ -212,7 +212,7 @@ def test_rules_for_a_custom_prefix():
         assert q + "coral-nfd.not-reporting" not in ours, s
         assert (ours.get(q + "coral-tpu.needs-attention") == "true") == (s == "pcie-lamed"), s
         ready = int(labels.get(q + "coral-tpu.ready.count", "0"))
-        assert resources == ({"coral.ai/tpu": str(ready)} if ready else {}), s
+        assert resources == ({"coral.ai/ready-tpus": str(ready)} if ready else {}), s
         default, _ = nfd.evaluate(rules_of_cr(), features)
         assert default.get(P + "coral-nfd.not-reporting") == "true", s
 
