@@ -9,12 +9,15 @@ cargo test --locked --all-targets
 
 # The real components the manifest tests run: nginx (Frigate's listen template, started
 # on loopback), Go's text/template (what Frigate's tempio renders it with), openssl (a
-# throwaway certificate), iproute2 (a network namespace without IPv6). From Debian.
+# throwaway certificate), iproute2 and procps (a network namespace without IPv6),
+# binutils (readelf on the static build). From Debian.
 need=()
 command -v nginx >/dev/null || need+=(nginx)
 command -v go >/dev/null || need+=(golang-go)
 command -v openssl >/dev/null || need+=(openssl)
 command -v ip >/dev/null || need+=(iproute2)
+command -v sysctl >/dev/null || need+=(procps)
+command -v readelf >/dev/null || need+=(binutils)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # No service may start during the install: nothing here owns it.

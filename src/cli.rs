@@ -108,12 +108,11 @@ pub enum Command {
     /// Print the NodeFeatureRule objects whose keys match a label prefix (the files in
     /// nfd-config/ are this output for the default prefix).
     Rules {
-        /// The prefix coral-nfd writes its keys with.
+        /// The prefix coral-nfd writes its keys with (a flag only: like every
+        /// subcommand, `rules` ignores the labeler's CORAL_NFD_* variables).
         #[arg(
             long,
             value_name = "PREFIX",
-            env = "CORAL_NFD_LABEL_PREFIX",
-            hide_env_values = true,
             default_value = "feature.node.kubernetes.io/"
         )]
         label_prefix: Prefix,

@@ -101,6 +101,14 @@ impl Loop<'_> {
         {
             return None;
         }
+        // Prepared first (a staging directory made now is an event too), then paced.
+        if let Err(e) = self.out.prepare() {
+            log::error(format_args!(
+                "{e}; retrying in {}",
+                humantime::format_duration(self.config.interval)
+            ));
+            return None;
+        }
         let due = self.out.due_in();
         if !due.is_zero() {
             return Some(due);
@@ -187,7 +195,9 @@ pub fn run(
             Ok(Event::Reload) => l.forced = true,
             Ok(Event::Rescan) | Err(RecvTimeoutError::Timeout) => {}
             Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                if pending.is_none() {
+                // A pending change is written before leaving, unless the file is about
+                // to be removed anyway.
+                if pending.is_none() || config.remove_on_exit {
                     break;
                 }
                 stopping = true;

@@ -152,11 +152,12 @@ impl<'a> Plugin<'a> {
         match scan_tpus(&self.sys, &self.dev) {
             Ok(new) => {
                 self.roots_warned = None;
-                let changes = health_changes(&self.devices.borrow(), &new);
-                if !changes.is_empty() {
-                    for c in &changes {
-                        log::info(c);
-                    }
+                for c in health_changes(&self.devices.borrow(), &new) {
+                    log::info(c);
+                }
+                // Any difference is published, a renumbered /dev/apex_N included: Allocate
+                // must hand out the node the TPU has now.
+                if *self.devices.borrow() != new {
                     self.devices.send_replace(new);
                 }
             }
@@ -179,35 +180,45 @@ impl<'a> Plugin<'a> {
                 .map_err(|e| Fatal::failure(format!("{}: {e}", self.socket.display())))?;
             let inode = std::fs::metadata(&self.socket).map(|m| m.ino()).ok();
             // Register, retrying quietly until the kubelet answers (it may be
-            // restarting); a stop ends the wait.
+            // restarting, and may delete our socket again meanwhile); a stop ends the wait.
             let mut failures = 0u32;
-            loop {
-                match server::register(&self.opts.kubelet_dir, &self.opts.resource).await {
-                    Ok(()) => {
+            let registered = loop {
+                let outcome = tokio::select! {
+                    r = server::register(&self.opts.kubelet_dir, &self.opts.resource) => Some(r),
+                    ev = events.recv() => match ev {
+                        Some(Event::Stop) | None => None,
+                        Some(_) => continue,
+                    },
+                };
+                match outcome {
+                    None => break false,
+                    Some(Ok(())) => {
                         log::info(format_args!(
                             "registered {} with the kubelet",
                             self.opts.resource
                         ));
-                        break;
+                        break true;
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         if failures.is_multiple_of(40) {
                             log::warning(format_args!(
                                 "cannot register with the kubelet ({e}); retrying"
                             ));
                         }
                         failures += 1;
-                        tokio::select! {
-                            ev = events.recv() => if matches!(ev, Some(Event::Stop) | None) {
-                                running.stop().await;
-                                let _ = std::fs::remove_file(&self.socket);
-                                log::info("stopped");
-                                return Ok(());
-                            },
-                            _ = tokio::time::sleep(RETRY) => {}
+                        tokio::time::sleep(RETRY).await;
+                        let now = std::fs::metadata(&self.socket).map(|m| m.ino()).ok();
+                        if now.is_none() || now != inode {
+                            break true; // serve again on a new socket, then register
                         }
                     }
                 }
+            };
+            if !registered {
+                running.stop().await;
+                let _ = std::fs::remove_file(&self.socket);
+                log::info("stopped");
+                return Ok(());
             }
             let mut tick = tokio::time::interval(TICK);
             let gone = loop {

@@ -70,6 +70,8 @@ impl DevicePlugin for Service {
                 tokio::select! {
                     changed = devices.changed() => if changed.is_err() { return },
                     _ = stopping.wait_for(|s| *s) => return,
+                    // The kubelet closed the stream.
+                    _ = tx.closed() => return,
                 }
             }
         });
@@ -136,10 +138,15 @@ pub struct Running {
 
 impl Running {
     /// Ends every stream, then the server.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.stopping.send(true);
         let _ = self.shutdown.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
     }
 }
 

@@ -18,9 +18,9 @@ use rustix::fs::{FlockOperation, flock};
 use std::fs::{self, File, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Least time between two events coral-nfd causes in `features.d`: one NFD tick (1 s)
 /// and a margin for the tick's phase and scheduling.
@@ -71,6 +71,11 @@ impl std::fmt::Display for PrepareError {
 pub trait Sink {
     /// For messages: the path, or `stdout`.
     fn name(&self) -> String;
+    /// Gets ready to write (for a file: its staging directory and lock), so that
+    /// [`Sink::due_in`] accounts for whatever that did; retried until it succeeds.
+    fn prepare(&mut self) -> Result<(), String> {
+        Ok(())
+    }
     /// How long to wait before the next write may be made.
     fn due_in(&self) -> Duration;
     /// Whether what was last written is still there unchanged.
@@ -110,6 +115,13 @@ impl Sink for AtomicFile {
         self.path.display().to_string()
     }
 
+    fn prepare(&mut self) -> Result<(), String> {
+        if self.lock.is_none() {
+            AtomicFile::prepare(self).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     fn due_in(&self) -> Duration {
         AtomicFile::due_in(self)
     }
@@ -138,6 +150,8 @@ pub struct AtomicFile {
     /// This run created the staging directory (so removes it if it never wrote).
     created_staging: bool,
     wrote: bool,
+    /// When this run last caused an event in the directory (monotonic).
+    last_event: Option<Instant>,
 }
 
 /// Where [`AtomicFile`] stages writes to `path`: `.<name>.coral-nfd-tmp` beside it, or,
@@ -215,6 +229,7 @@ impl AtomicFile {
             lock: None,
             created_staging: false,
             wrote: false,
+            last_event: None,
         })
     }
 
@@ -258,8 +273,13 @@ impl AtomicFile {
         let dir = parent(&self.path);
         fs::create_dir_all(&dir)
             .map_err(|e| Failed(self.err("cannot create directory", &dir, e)))?;
-        match fs::create_dir(&self.staging) {
-            Ok(()) => self.created_staging = true,
+        // 0755 whatever the umask allows more: a world-writable staging directory would
+        // let another user swap the temporary file before the rename.
+        match fs::DirBuilder::new().mode(0o755).create(&self.staging) {
+            Ok(()) => {
+                self.created_staging = true;
+                self.last_event = Some(Instant::now());
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 return Err(Failed(self.err(
@@ -308,6 +328,19 @@ impl AtomicFile {
                 )));
             }
         }
+        // The directory locked must still be the one at the path (another run may have
+        // removed it between our open and our lock).
+        let same = match (lock.metadata(), fs::symlink_metadata(&self.staging)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if !same {
+            return Err(Failed(format!(
+                "{}: staging directory {} changed while it was being locked; retrying",
+                self.path.display(),
+                self.staging.display()
+            )));
+        }
         self.lock = Some(lock);
         self.clean_stale();
         Ok(())
@@ -320,17 +353,18 @@ impl AtomicFile {
     /// times are the record, so pacing holds across runs.
     pub fn due_in(&self) -> Duration {
         let now = SystemTime::now();
-        let last = [&self.path, &self.staging]
+        // A change time in the future (the wall clock went back) says nothing of how long
+        // ago it was: it is ignored, and this run's own monotonic record stands in.
+        let by_ctime = [&self.path, &self.staging]
             .iter()
             .filter_map(|p| fs::symlink_metadata(p).ok())
-            .map(|m| ctime(&m))
-            .max();
-        match last.and_then(|t| now.duration_since(t).ok()) {
-            Some(since) => self.gap.saturating_sub(since),
-            // A change time in the future (the clock went back): wait one gap at most.
-            None if last.is_some() => self.gap,
-            None => Duration::ZERO,
-        }
+            .filter_map(|m| now.duration_since(ctime(&m)).ok())
+            .min()
+            .map_or(Duration::ZERO, |since| self.gap.saturating_sub(since));
+        let by_clock = self
+            .last_event
+            .map_or(Duration::ZERO, |t| self.gap.saturating_sub(t.elapsed()));
+        by_ctime.max(by_clock)
     }
 
     /// Whether the file on disk holds exactly `content`.
@@ -356,7 +390,11 @@ impl AtomicFile {
         let mut tmp = tempfile::Builder::new()
             .prefix("write-")
             .tempfile_in(&self.staging)
-            .map_err(|e| self.err("cannot create a temporary file in", &self.staging, e))?;
+            .map_err(|e| {
+                // The staging directory may be gone: prepare it again next time.
+                self.lock = None;
+                self.err("cannot create a temporary file in", &self.staging, e)
+            })?;
         let tmp_path = tmp.path().to_path_buf();
         let io = |e| self.err("cannot write", &tmp_path, e);
         tmp.write_all(content.as_bytes()).map_err(io)?;
@@ -369,6 +407,7 @@ impl AtomicFile {
         tmp.persist(&self.path)
             .map_err(|e| self.err("cannot rename the new file onto", &self.path, e.error))?;
         self.wrote = true;
+        self.last_event = Some(Instant::now());
         // The rename is durable once the directory is synced; a failure here does not
         // undo what readers already see, so it is not worth an error.
         if let Ok(d) = File::open(parent(&self.path)) {
@@ -389,16 +428,23 @@ impl AtomicFile {
     }
 
     /// Deletes the published file and the staging directory (`--remove-on-exit`).
+    /// Does nothing without the lock: the file and directory may be another run's.
+    /// The file goes first: its removal is the event NFD must see; the directory's
+    /// removal right after it is dropped by NFD's rate limit, harmlessly.
     pub fn remove(&mut self) -> Result<(), String> {
+        if self.lock.is_none() {
+            return Ok(());
+        }
+        let removed = match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("cannot remove", &self.path, e)),
+        };
         self.clean_stale();
         let _ = fs::remove_dir(&self.staging);
         self.lock = None;
         self.created_staging = false;
-        match fs::remove_file(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err("cannot remove", &self.path, e)),
-        }
+        removed
     }
 
     fn err(&self, what: &str, path: &Path, e: io::Error) -> String {

@@ -105,3 +105,16 @@ fn pacing_follows_the_last_change() {
     // The staging directory was just created: an event NFD may have read on.
     assert!(f.due_in() > Duration::from_millis(900), "{:?}", f.due_in());
 }
+
+#[test]
+fn remove_touches_nothing_without_the_lock() {
+    let d = tempfile::tempdir().unwrap();
+    let mut holder = file(d.path().join("coral-nfd"));
+    holder.write("theirs\n").unwrap();
+    // A second run that could not take the lock must not remove the holder's file.
+    let mut other = file(d.path().join("coral-nfd"));
+    assert!(other.prepare().is_err());
+    other.remove().unwrap();
+    assert_eq!(fs::read_to_string(holder.path()).unwrap(), "theirs\n");
+    assert!(holder.staging().is_dir());
+}

@@ -78,7 +78,8 @@ pub fn check_roots(sys: &Root, dev: &Root) -> Result<(), String> {
     };
     if !is_dir("bus/pci/devices") && !is_dir("bus/usb/devices") {
         return Err(format!(
-            "sysfs root {} has neither bus/pci/devices nor bus/usb/devices: not a sysfs              tree (check --sysfs-root and the volume behind it)",
+            "sysfs root {} has neither bus/pci/devices nor bus/usb/devices: not a sysfs tree \
+             (check --sysfs-root and the volume behind it)",
             sys.path().display()
         ));
     }

@@ -260,40 +260,45 @@ fn doctor_on_this_machine() {
 
 #[test]
 fn doctor_colour_only_on_a_terminal() {
-    // script(1) gives the command a terminal; NO_COLOR turns colour off again.
+    // script(1) gives the command a terminal. The environment is set for each run: CI
+    // (set by CI systems) and CLICOLOR_FORCE force colour in anstream, TERM decides it.
     let sys = fixtures_dir().join("pcie-lamed/sys");
     let cmd = format!("{} doctor --sysfs-root {}", bin(), sys.display());
-    let tty = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .output();
-    let Ok(tty) = tty else {
+    let on_tty = |env: &[(&str, &str)]| -> Option<bool> {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"])
+            .env_remove("CI")
+            .env_remove("CLICOLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().ok()?;
+        Some(String::from_utf8_lossy(&o.stdout).contains("\x1b["))
+    };
+    let Some(plain) = on_tty(&[]) else {
         eprintln!("*** script(1) not available: colour test not run ***");
         return;
     };
-    assert!(
-        String::from_utf8_lossy(&tty.stdout).contains("\x1b["),
-        "colour on a terminal"
-    );
-    let no = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&no.stdout).contains("\x1b["),
+    assert!(plain, "colour on a terminal");
+    assert_eq!(
+        on_tty(&[("NO_COLOR", "1")]),
+        Some(false),
         "NO_COLOR respected"
     );
     // no-color.org: only a non-empty NO_COLOR turns colour off; TERM=dumb does too.
-    let on_tty = |k: &str, v: &str| {
-        let o = std::process::Command::new("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .env(k, v)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).contains("\x1b[")
-    };
-    assert!(on_tty("NO_COLOR", ""), "an empty NO_COLOR keeps colour");
-    assert!(!on_tty("TERM", "dumb"), "TERM=dumb has no colour");
+    assert_eq!(
+        on_tty(&[("NO_COLOR", "")]),
+        Some(true),
+        "an empty NO_COLOR keeps colour"
+    );
+    assert_eq!(
+        on_tty(&[("TERM", "dumb")]),
+        Some(false),
+        "TERM=dumb has no colour"
+    );
 }
 
 // --- frigate-config -----------------------------------------------------------------
