@@ -11,8 +11,11 @@ Layouts follow ../shared/facts/coral-hardware.md. Run from the repository root:
     python3 scripts/make-fixtures.py
 It removes and rebuilds every scenario's sys/ and dev.list; `expected` files stay.
 `python3 scripts/make-fixtures.py --bench DIR` writes the (uncommitted) benchmark trees.
+`python3 scripts/make-fixtures.py --dev-root SCENARIO DIR` makes a scenario's device
+nodes under DIR (root needed), to run coral-nfd on a bundled fixture as on a real node.
 """
 
+import argparse
 import os
 import shutil
 import sys
@@ -562,22 +565,78 @@ def bench(out):
         print(f"{name}: {sum(len(f) for _, _, f in os.walk(t.sys))} files")
 
 
-def main():
-    if sys.argv[1:2] == ["--bench"]:
-        bench(sys.argv[2])
-        return
-    if sys.argv[1:2] == ["--dev-root"]:
-        # make-fixtures.py --dev-root SCENARIO DIR: the scenario's device nodes under
-        # DIR (root needed), to run coral-nfd on a bundled fixture as on a real node.
-        scenario, into = sys.argv[2], sys.argv[3]
-        shutil.rmtree(into, ignore_errors=True)
+# Marks a dev root this script made, so that it may be emptied and made again.
+DEV_ROOT_MARK = ".coral-nfd-fixture-dev-root"
+# Never a place for fixture nodes, whatever the spelling (realpath).
+FORBIDDEN = {"/", "/dev"}
+
+
+def fail(msg):
+    print(f"make-fixtures.py: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def make_dev_root(scenario, into):
+    """The scenario's device nodes under `into`, which must be new, empty, or an earlier
+    dev root of this script's: anything else is left untouched (exit 2)."""
+    dev_list = os.path.join(ROOT, scenario, "dev.list")
+    if "/" in scenario or not os.path.isfile(dev_list):
+        known = sorted(d for d in os.listdir(ROOT) if os.path.isfile(os.path.join(ROOT, d, "dev.list")))
+        fail(f"unknown scenario {scenario!r}; one of: {', '.join(known)}")
+    real = os.path.realpath(into)
+    if real in FORBIDDEN:
+        fail(f"refusing to make fixture device nodes in {into} ({real}): use a new directory, "
+             "e.g. /tmp/coral-dev")
+    if os.path.lexists(into):
+        if os.path.islink(into) or not os.path.isdir(into):
+            fail(f"{into} exists and is not a directory; nothing touched")
+        entries = os.listdir(into)
+        if entries and DEV_ROOT_MARK not in entries:
+            fail(f"{into} is not empty and was not made by this script (no {DEV_ROOT_MARK}); "
+                 "nothing touched: use a new or empty directory")
+        for name in entries:
+            p = os.path.join(into, name)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
+    else:
         os.makedirs(into)
-        make_nodes(os.path.join(ROOT, scenario, "dev.list"), into)
-        print(f"device nodes of {scenario} in {into}")
+    with open(os.path.join(into, DEV_ROOT_MARK), "w") as fh:
+        fh.write(f"device nodes of the {scenario} fixture, made by scripts/make-fixtures.py\n")
+    try:
+        make_nodes(dev_list, into)
+    except PermissionError as e:
+        fail(f"mknod refused ({e}): run as root")
+    print(f"device nodes of {scenario} in {into}")
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        prog="make-fixtures.py",
+        description="Build the sysfs fixture trees under tests/fixtures (all, or the SCENARIOs "
+                    "named), the benchmark trees, or one scenario's device nodes.")
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help="rebuild only these fixtures' sys/ and dev.list")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--bench", metavar="DIR", help="write the benchmark trees into DIR")
+    mode.add_argument("--dev-root", nargs=2, metavar=("SCENARIO", "DIR"),
+                      help="make SCENARIO's device nodes (mknod, as root) under DIR: a new or "
+                           "empty directory, or one this script made before; / and /dev are refused")
+    args = parser.parse_args()
+    if (args.bench or args.dev_root) and args.scenarios:
+        parser.error("SCENARIO names go without --bench and --dev-root")
+    if args.bench:
+        bench(args.bench)
         return
-    only = set(sys.argv[1:])
+    if args.dev_root:
+        make_dev_root(*args.dev_root)
+        return
+    for name in args.scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}; one of: {', '.join(SCENARIOS)}")
     for name, build in SCENARIOS.items():
-        if only and name not in only:
+        if args.scenarios and name not in args.scenarios:
             continue
         base = os.path.join(ROOT, name)
         shutil.rmtree(os.path.join(base, "sys"), ignore_errors=True)

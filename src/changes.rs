@@ -46,27 +46,48 @@ fn reason(p: &Parsed, label: &str) -> Option<String> {
     p.raw.get(&state).cloned()
 }
 
+/// One phrase per key of `old` and `new` whose value differs, in key order.
+fn differences(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    why: impl Fn(&str, &str) -> Option<String>,
+) -> Vec<(String, String)> {
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let show = |v: Option<&String>| v.map_or("(none)".to_string(), Clone::clone);
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| {
+            let (a, b) = (old.get(k), new.get(k));
+            let mut phrase = format!("{k} {} -> {}", show(a), show(b));
+            if let Some(reason) = b.and_then(|b| why(k, b)) {
+                phrase.push_str(&format!(" ({reason})"));
+            }
+            (k.clone(), phrase)
+        })
+        .collect()
+}
+
 /// One phrase per label added, removed or changed, in key order.
 pub fn label_changes(old: &str, new: &str) -> Vec<String> {
     let (o, n) = (parse(old), parse(new));
-    let mut out = Vec::new();
-    let keys: std::collections::BTreeSet<&String> =
-        o.labels.keys().chain(n.labels.keys()).collect();
-    for k in keys {
-        let (a, b) = (o.labels.get(k), n.labels.get(k));
-        if a == b {
-            continue;
-        }
-        let show = |v: Option<&String>| v.map_or("(none)".to_string(), Clone::clone);
-        let mut phrase = format!("{k} {} -> {}", show(a), show(b));
-        if b.is_some_and(|v| v == "false")
-            && let Some(why) = reason(&n, k)
-        {
-            phrase.push_str(&format!(" ({why})"));
-        }
-        out.push(phrase);
-    }
-    out
+    differences(&o.labels, &n.labels, |k, v| {
+        (v == "false").then(|| reason(&n, k)).flatten()
+    })
+    .into_iter()
+    .map(|(_, p)| p)
+    .collect()
+}
+
+/// [`label_changes`] and the raw features (`# +no-label`: a USB stick's `mode` or
+/// node, a TPU's `state`) that changed, in one key order and one format.
+pub fn all_changes(old: &str, new: &str) -> Vec<String> {
+    let (o, n) = (parse(old), parse(new));
+    let mut all = differences(&o.labels, &n.labels, |k, v| {
+        (v == "false").then(|| reason(&n, k)).flatten()
+    });
+    all.extend(differences(&o.raw, &n.raw, |_, _| None));
+    all.sort();
+    all.into_iter().map(|(_, p)| p).collect()
 }
 
 #[cfg(test)]
@@ -91,6 +112,30 @@ mod tests {
         assert_eq!(
             label_changes("", "p/coral-tpu.present=true\n"),
             ["coral-tpu.present (none) -> true"]
+        );
+    }
+
+    #[test]
+    fn raw_features_are_changes_too() {
+        let dfu = "# +no-label\np/coral-tpu.usb.0.dev=/dev/bus/usb/002/003\n\
+            # +no-label\np/coral-tpu.usb.0.mode=dfu\np/coral-tpu.usb.ready.count=1\n";
+        let app = "# +no-label\np/coral-tpu.usb.0.dev=/dev/bus/usb/002/004\n\
+            # +no-label\np/coral-tpu.usb.0.mode=app\np/coral-tpu.usb.ready.count=1\n";
+        assert!(label_changes(dfu, app).is_empty());
+        assert_eq!(
+            all_changes(dfu, app),
+            [
+                "coral-tpu.usb.0.dev /dev/bus/usb/002/003 -> /dev/bus/usb/002/004",
+                "coral-tpu.usb.0.mode dfu -> app"
+            ]
+        );
+        assert_eq!(
+            all_changes(READY, LAMED),
+            [
+                "coral-tpu.apex_0.ready true -> false (status-lamed)",
+                "coral-tpu.pcie.0.state ready -> status-lamed",
+                "coral-tpu.ready.count 1 -> 0"
+            ]
         );
     }
 }

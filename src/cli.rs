@@ -20,6 +20,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Bounds of `--expiry` (0 turns it off).
 pub const MIN_EXPIRY: Duration = Duration::from_secs(1);
+/// Longest `--write-gap`: more than a minute between writes is no pacing but a delay.
+pub const MAX_WRITE_GAP: Duration = Duration::from_secs(60);
 /// One year as humantime counts it (365.25 days), so `--help` and errors say "1year".
 pub const MAX_EXPIRY: Duration = Duration::from_secs(31_557_600);
 /// In daemon mode the expiry must leave room for one interval, the pacing gap and a
@@ -38,9 +40,11 @@ pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
         With no arguments it scans /sys and /dev once and prints to stdout (usable as an NFD \
         hook); with --output-file it writes NFD's features.d file atomically, and with \
         --sleep-interval it keeps it up to date.\n\n\
-        Exit codes: 0 success (whatever the hardware state), 1 the output could not be \
-        written (or is not a regular file, or another coral-nfd writes it), 2 usage error \
-        (including a sysfs or dev root that is missing or not a sysfs tree). Subcommands \
+        Exit codes: 0 success (whatever the hardware state), 1 nothing was written: the \
+        output could not be written (or is not a regular file, or another coral-nfd writes \
+        it), or the scan was incomplete (something deciding which devices exist could not \
+        be read), 2 usage error (including a sysfs or dev root that is missing or not a \
+        sysfs tree). Subcommands \
         for people: doctor, frigate-config, snapshot; rules for NFD; completions and man \
         for installing."
 )]
@@ -85,15 +89,17 @@ pub struct Roots {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Explain, for a person, why each Coral device is or is not ready and what to do.
-    /// Exit codes: 0 every device found is ready, 1 at least one has a problem, 3 no
-    /// Coral device found, 2 usage error.
+    /// Exit codes: 0 every device found is ready, 1 at least one has a problem (or the
+    /// scan was incomplete), 3 no Coral device found, 2 usage error, 4 the report could
+    /// not be written to stdout.
     Doctor {
         /// One JSON document (schema_version 1, see the README) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Print a Frigate `detectors:` YAML block for the ready devices (exit 3 when none
-    /// is ready).
+    /// is ready: then no `detectors:` key at all, so Frigate keeps its CPU detector;
+    /// exit 4 when stdout cannot be written).
     FrigateConfig,
     /// Copy the part of sysfs coral-nfd reads, and a manifest of the device nodes, into
     /// DIR, replayable with --sysfs-root DIR/sys --dev-root DIR/dev.
@@ -101,7 +107,8 @@ pub enum Command {
         /// Directory to write; must be empty unless --force.
         #[arg(long, value_name = "DIR")]
         output: PathBuf,
-        /// Write into a non-empty DIR (its sys/, dev/, dev.manifest and README are replaced).
+        /// Replace an earlier snapshot in DIR (recognised by its dev.manifest): its sys/,
+        /// dev/, dev.manifest and README. A DIR holding anything else is refused.
         #[arg(long)]
         force: bool,
     },
@@ -116,7 +123,9 @@ pub enum Command {
             default_value = "feature.node.kubernetes.io/"
         )]
         label_prefix: Prefix,
-        /// The rule that advertises ready TPUs as an extended resource, instead.
+        /// Print the rule that advertises the number of ready TPUs as the node's extended
+        /// resource coral.ai/ready-tpus (nfd-config/extended-resources.yaml) instead of
+        /// the labelling rules.
         #[arg(long)]
         extended_resources: bool,
     },
@@ -130,12 +139,18 @@ pub enum Command {
             default_value = "/var/lib/kubelet/device-plugins"
         )]
         kubelet_dir: PathBuf,
-        /// The extended resource pods request.
+        /// The extended resource pods request: domain/name, outside kubernetes.io, not
+        /// starting with `requests.` (the kubelet refuses those).
         #[arg(long, value_name = "NAME", default_value = "coral.ai/tpu", value_parser = parse_resource)]
         resource: String,
         /// Log lines as text (RFC 3339 timestamp first) or json.
         #[arg(long, value_name = "FORMAT", default_value = "text")]
         log_format: LogFormat,
+        /// Serve the plugin's own metrics (registration, devices by health, Allocate
+        /// calls) at http://ADDR:PORT/metrics: IP:PORT, [IPv6]:PORT, or :PORT for every
+        /// address. Off by default.
+        #[arg(long, value_name = "ADDR:PORT", value_parser = crate::serve::parse_address)]
+        metrics_address: Option<crate::serve::Address>,
     },
     /// Print a shell completion script (e.g. `coral-nfd completions bash >
     /// /etc/bash_completion.d/coral-nfd`).
@@ -213,19 +228,29 @@ pub struct Labeler {
     )]
     pub log_format: LogFormat,
 
-    /// Least time between two renames of the file. NFD v0.19's watcher loses a second
-    /// event within its one-second tick, so the default (1.1s) should only be lowered
-    /// for readers other than NFD (and for tests).
-    #[arg(long, value_name = "DURATION", hide = true, value_parser = parse_duration)]
+    /// Serve Prometheus metrics (each TPU's readiness, state, temperature, trip points
+    /// and throttling; USB sticks; the labeler's scans and writes) at
+    /// http://ADDR:PORT/metrics, from the daemon's last scan: IP:PORT, [IPv6]:PORT, or
+    /// :PORT for every address. Daemon mode only; off by default.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        env = "CORAL_NFD_METRICS_ADDRESS",
+        hide_env_values = true,
+        value_parser = crate::serve::parse_address,
+        requires = "sleep_interval"
+    )]
+    pub metrics_address: Option<crate::serve::Address>,
+
+    /// Least time between two renames of the file (0s to 1m). NFD v0.19's watcher loses
+    /// a second event within its one-second tick, so the default (1.1s) should only be
+    /// lowered for readers other than NFD (and for tests).
+    #[arg(long, value_name = "DURATION", hide = true, value_parser = parse_write_gap)]
     pub write_gap: Option<Duration>,
 }
 
 fn parse_resource(s: &str) -> Result<String, String> {
-    if crate::deviceplugin::is_extended_resource_name(s) {
-        Ok(s.to_string())
-    } else {
-        Err("expected an extended resource name: domain/name, outside kubernetes.io".into())
-    }
+    crate::deviceplugin::check_resource_name(s).map(|()| s.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -233,11 +258,21 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn within(d: Duration, min: Duration, max: Duration) -> Result<Duration, String> {
-    let f = humantime::format_duration;
+    let f = |d: Duration| {
+        if d.is_zero() {
+            "0s".to_string()
+        } else {
+            humantime::format_duration(d).to_string()
+        }
+    };
     if d < min || d > max {
         return Err(format!("must be between {} and {}", f(min), f(max)));
     }
     Ok(d)
+}
+
+fn parse_write_gap(s: &str) -> Result<Duration, String> {
+    within(parse_duration(s)?, Duration::ZERO, MAX_WRITE_GAP)
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -290,18 +325,20 @@ impl Labeler {
             expiry,
             remove_on_exit: self.remove_on_exit,
             write_gap: self.write_gap.unwrap_or(NFD_GAP),
+            metrics: self.metrics_address,
         })
     }
 }
 
 /// Ids of the labeler's arguments.
-const LABELER_ARGS: [&str; 7] = [
+const LABELER_ARGS: [&str; 8] = [
     "label_prefix",
     "output_file",
     "sleep_interval",
     "expiry",
     "remove_on_exit",
     "log_format",
+    "metrics_address",
     "write_gap",
 ];
 
@@ -338,7 +375,53 @@ fn matches() -> ArgMatches {
     {
         return m;
     }
-    Cli::command().get_matches()
+    Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| name_the_variable(e).exit())
+}
+
+/// A bad value that came from an environment variable is reported with that variable's
+/// name: in a DaemonSet nobody typed the flag clap would name.
+fn name_the_variable(e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let flag = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let cmd = Cli::command();
+    let Some(a) = cmd
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag))
+    else {
+        return e;
+    };
+    let Some(var) = a.get_env().and_then(|v| v.to_str()) else {
+        return e;
+    };
+    let on_command_line = std::env::args_os().skip(1).any(|w| {
+        let w = w.to_string_lossy();
+        w == flag || w.starts_with(&format!("{flag}="))
+    });
+    if on_command_line || std::env::var_os(var).is_none() {
+        return e;
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let detail = first.strip_prefix("error: ").unwrap_or(first).replace(
+        &format!("for '{arg}'"),
+        &format!("in {var} (the environment's {flag})"),
+    );
+    Cli::command().error(ErrorKind::ValueValidation, detail)
 }
 
 fn usage_error(message: String) -> ! {
@@ -348,6 +431,8 @@ fn usage_error(message: String) -> ! {
 }
 
 pub fn run() -> ExitCode {
+    // Before anything opens a file (see there).
+    crate::output::check_stdout();
     let matches = matches();
     refuse_labeler_flags(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -370,11 +455,13 @@ pub fn run() -> ExitCode {
             kubelet_dir,
             resource,
             log_format,
+            metrics_address,
         }) => {
             log::configure(*log_format, true);
             let opts = crate::deviceplugin::Options {
                 kubelet_dir: kubelet_dir.clone(),
                 resource: resource.clone(),
+                metrics: *metrics_address,
             };
             crate::deviceplugin::run(&opts, &sys, &dev).map(|()| ExitCode::SUCCESS)
         }

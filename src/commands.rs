@@ -5,25 +5,33 @@
 use crate::doctor::{self, Searched};
 use crate::frigate;
 use crate::log::{self, Fatal};
+use crate::output;
 use crate::root::Root;
 use crate::scan::{self, Depth};
 use crate::snapshot;
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
 /// `frigate-config` exit code when no device is ready.
 const EXIT_NONE_READY: u8 = 3;
+/// `doctor` and `frigate-config` exit code when stdout cannot take the output (a closed
+/// pipe, `>&-`): their 1 and 3 say something about the hardware, which this does not.
+pub const EXIT_NO_OUTPUT: u8 = 4;
+
+/// Prints `text` whole; a failure ends the command with exit `code`.
+fn print_or(text: &str, code: u8) -> Result<(), Fatal> {
+    output::to_stdout(text).map_err(|e| Fatal {
+        message: format!("cannot write to stdout: {e}"),
+        code,
+    })
+}
 
 fn print(text: &str) -> Result<(), Fatal> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Fatal::failure(format!("cannot write to stdout: {e}")))
+    print_or(text, crate::log::EXIT_FAILURE)
 }
 
 pub fn doctor(sys: &Root, dev: &Root, json: bool) -> Result<ExitCode, Fatal> {
-    scan::check_roots(sys, dev).map_err(Fatal::usage)?;
+    scan::check_roots(sys, dev)?;
     let scan = scan::discover_to(sys, dev, Depth::Doctor);
     let searched = Searched {
         sysfs_root: sys.path().display().to_string(),
@@ -31,7 +39,8 @@ pub fn doctor(sys: &Root, dev: &Root, json: bool) -> Result<ExitCode, Fatal> {
         pci_functions: scan.inventory.pci_scanned,
         usb_devices: scan.inventory.usb_scanned,
     };
-    let report = doctor::diagnose(&scan.inventory, searched, scan.warnings);
+    let report =
+        doctor::diagnose(&scan.inventory, searched, scan.warnings).incomplete(scan.unreadable);
     let text = if json {
         serde_json::to_string_pretty(&report)
             .map_err(|e| Fatal::failure(format!("cannot encode the report: {e}")))?
@@ -43,17 +52,21 @@ pub fn doctor(sys: &Root, dev: &Root, json: bool) -> Result<ExitCode, Fatal> {
             anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never;
         doctor::render_text(&report, colour)
     };
-    print(&text)?;
+    print_or(&text, EXIT_NO_OUTPUT)?;
     Ok(ExitCode::from(report.exit_code))
 }
 
 pub fn frigate_config(sys: &Root, dev: &Root) -> Result<ExitCode, Fatal> {
-    scan::check_roots(sys, dev).map_err(Fatal::usage)?;
+    scan::check_roots(sys, dev)?;
     let scan = scan::discover(sys, dev);
     log::warnings(&scan.warnings);
+    if let Some(why) = scan.incomplete() {
+        // A config from part of the hardware could number the TPUs wrongly.
+        return Err(Fatal::failure(format!("{why}; no config printed")));
+    }
     let config = frigate::detectors(&scan.inventory);
     log::warnings(&config.warnings);
-    print(&config.yaml)?;
+    print_or(&config.yaml, EXIT_NO_OUTPUT)?;
     Ok(if config.detectors == 0 {
         ExitCode::from(EXIT_NONE_READY)
     } else {
@@ -62,7 +75,7 @@ pub fn frigate_config(sys: &Root, dev: &Root) -> Result<ExitCode, Fatal> {
 }
 
 pub fn snapshot(sys: &Root, dev: &Root, output: &Path, force: bool) -> Result<ExitCode, Fatal> {
-    scan::check_roots(sys, dev).map_err(Fatal::usage)?;
+    scan::check_roots(sys, dev)?;
     let s = snapshot::snapshot(sys, dev, output, force)
         .map_err(|e| Fatal::failure(format!("snapshot: {e}")))?;
     log::info(format_args!(

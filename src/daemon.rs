@@ -1,15 +1,19 @@
 //! Daemon mode: rescan every interval, at once on hotplug or SIGHUP; rewrite the file
 //! when its key lines change, its expiry runs low, SIGHUP asks, or it is no longer what
 //! was written; pace renames for NFD's watcher (a change that comes too soon is written
-//! when the gap is over, only the newest state); exit promptly on SIGTERM/SIGINT.
+//! when the gap is over, only the newest state); keep the last file when a scan cannot
+//! be trusted; exit promptly on SIGTERM/SIGINT, and with an error when the output is
+//! gone for good (a closed pipe) or another coral-nfd took it.
 
 use crate::changes;
 use crate::events::Event;
 use crate::log;
-use crate::model::Warnings;
+use crate::metrics::LabelerStats;
+use crate::model::{Inventory, Warnings};
 use crate::output::Sink;
 use crate::render;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 pub struct Config {
@@ -19,8 +23,38 @@ pub struct Config {
     pub remove_on_exit: bool,
 }
 
-/// A missing root is said at most this often while it stays missing.
-const ROOTS_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// A scan problem is said at most this often while it stays the same.
+const PROBLEM_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// A scan that may be published.
+pub struct Scanned {
+    /// The feature file's key lines.
+    pub body: String,
+    pub warnings: Warnings,
+    /// What it found, for `/metrics`.
+    pub inventory: Inventory,
+}
+
+/// Why a scan must not be published; the file on disk stays as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanError {
+    /// A root is missing or not a sysfs tree (an unmounted hostPath).
+    Roots(String),
+    /// Something that decides which devices exist could not be read.
+    Incomplete(String),
+}
+
+/// One scan's outcome.
+pub type ScanResult = Result<Scanned, ScanError>;
+
+/// What the daemon has seen, for `/metrics`: the last complete scan and the counters.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub inventory: Option<Inventory>,
+    pub stats: LabelerStats,
+}
+
+pub type Shared = Arc<Mutex<Observed>>;
 
 /// The last file written.
 struct Written {
@@ -47,43 +81,99 @@ fn needs_write(
     }
 }
 
-/// One scan's outcome: the body and its warnings, or why the roots cannot be read.
-pub type ScanResult = Result<(String, Warnings), String>;
-
 struct Loop<'a> {
     config: &'a Config,
     out: &'a mut dyn Sink,
+    shared: Option<&'a Shared>,
     last: Option<Written>,
     last_warnings: Warnings,
     /// SIGHUP came: write even if nothing changed.
     forced: bool,
-    /// When the roots were last said to be missing (`None`: they are fine).
-    roots_warned: Option<Instant>,
+    /// The scan problem last said, and when (`None`: scans are fine).
+    problem: Option<(ScanError, Instant)>,
 }
 
 impl Loop<'_> {
-    /// Handles one scan; returns how long until the pending write is due, if one is.
-    fn step(&mut self, scan: ScanResult) -> Option<Duration> {
-        let (body, warnings) = match scan {
+    fn observe(&self, f: impl FnOnce(&mut Observed)) {
+        if let Some(shared) = self.shared {
+            // A poisoned lock means the metrics thread panicked: keep labelling.
+            if let Ok(mut o) = shared.lock() {
+                f(&mut o);
+            }
+        }
+    }
+
+    /// Still the only writer? Takes the lock again on a staging directory that was
+    /// removed; another writer having taken it ends the daemon.
+    fn check_lock(&mut self) -> Result<(), String> {
+        match self.out.check_lock() {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                log::warning(format_args!(
+                    "{}: its staging directory was removed or replaced; locked it again",
+                    self.out.name()
+                ));
+                Ok(())
+            }
+            Err(e) if e.fatal => Err(e.message),
+            Err(e) => {
+                log::error(e);
+                Ok(())
+            }
+        }
+    }
+
+    /// A scan that must not be published: said once a minute, or when it changes.
+    fn keep_last(&mut self, why: ScanError) {
+        self.observe(|o| match why {
+            ScanError::Roots(_) => o.stats.scans_roots_unusable += 1,
+            ScanError::Incomplete(_) => o.stats.scans_incomplete += 1,
+        });
+        let say = self
+            .problem
+            .as_ref()
+            .is_none_or(|(last, t)| *last != why || t.elapsed() >= PROBLEM_WARNING_EVERY);
+        if say {
+            // The expiry retires the labels if this lasts; until then the last file
+            // is truer than a scan of part of the hardware, or of nothing.
+            match &why {
+                ScanError::Roots(m) => {
+                    log::warning(format_args!("{m}; keeping the last file until it returns"))
+                }
+                ScanError::Incomplete(m) => {
+                    log::warning(format_args!("{m}; nothing written, keeping the last file"))
+                }
+            }
+            self.problem = Some((why, Instant::now()));
+        }
+    }
+
+    /// Handles one scan; returns how long until the pending write is due, if one is,
+    /// or why the daemon must stop.
+    fn step(&mut self, scan: ScanResult) -> Result<Option<Duration>, String> {
+        let Scanned {
+            body,
+            warnings,
+            inventory,
+        } = match scan {
             Ok(s) => s,
             Err(why) => {
-                // Keep the file as it is: what a scan of nothing would say is not true,
-                // and the expiry retires the labels if the roots stay gone.
-                if self
-                    .roots_warned
-                    .is_none_or(|t| t.elapsed() >= ROOTS_WARNING_EVERY)
-                {
-                    log::warning(format_args!(
-                        "{why}; keeping the last file until it returns"
-                    ));
-                    self.roots_warned = Some(Instant::now());
-                }
-                return None;
+                self.keep_last(why);
+                return Ok(None);
             }
         };
-        if self.roots_warned.take().is_some() {
-            log::info("the roots are back; scanning again");
+        match self.problem.take() {
+            Some((ScanError::Roots(_), _)) => log::info("the roots are back; scanning again"),
+            Some((ScanError::Incomplete(_), _)) => {
+                log::info("the scan is complete again; writing as before")
+            }
+            None => {}
         }
+        self.observe(|o| {
+            o.stats.scans_complete += 1;
+            o.stats.last_warnings = warnings.len() as u64;
+            o.inventory = Some(inventory);
+        });
         // The same broken attribute would repeat its warning every interval: say it
         // once, and again only when the set of warnings changes.
         if warnings != self.last_warnings {
@@ -99,24 +189,31 @@ impl Loop<'_> {
             || replaced
             || needs_write(self.last.as_ref(), &body, self.config.expiry, now))
         {
-            return None;
+            return Ok(None);
         }
         // Prepared first (a staging directory made now is an event too), then paced.
         if let Err(e) = self.out.prepare() {
+            if e.fatal {
+                return Err(e.message);
+            }
             log::error(format_args!(
                 "{e}; retrying in {}",
                 humantime::format_duration(self.config.interval)
             ));
-            return None;
+            return Ok(None);
         }
         let due = self.out.due_in();
         if !due.is_zero() {
-            return Some(due);
+            return Ok(Some(due));
         }
         let expires = self.config.expiry.map(|d| now + d);
         let content = render::render(&body, expires);
         match self.out.write(&content) {
             Ok(()) => {
+                self.observe(|o| {
+                    o.stats.writes_success += 1;
+                    o.stats.expiry = expires;
+                });
                 self.describe_write(&body, replaced);
                 self.forced = false;
                 self.last = Some(Written {
@@ -126,6 +223,10 @@ impl Loop<'_> {
                 });
             }
             Err(e) => {
+                self.observe(|o| o.stats.writes_failure += 1);
+                if e.fatal {
+                    return Err(e.message);
+                }
                 log::error(format_args!(
                     "{e}; retrying in {}",
                     humantime::format_duration(self.config.interval)
@@ -133,7 +234,7 @@ impl Loop<'_> {
                 self.last = None;
             }
         }
-        None
+        Ok(None)
     }
 
     fn describe_write(&self, body: &str, replaced: bool) {
@@ -143,57 +244,77 @@ impl Loop<'_> {
                 "{path} was removed or changed by someone else; wrote it again"
             ));
         }
-        let old = self.last.as_ref().map(|l| l.body.as_str());
-        let changes = changes::label_changes(old.unwrap_or(""), body);
-        match (old, changes.is_empty()) {
-            (None, _) => log::info(format_args!(
+        let Some(old) = self.last.as_ref().map(|l| l.body.as_str()) else {
+            // The first write: its labels (the raw features would only repeat them).
+            let labels = changes::label_changes("", body);
+            log::info(format_args!(
                 "wrote {path}: {}",
-                if changes.is_empty() {
+                if labels.is_empty() {
                     "no Coral labels".to_string()
                 } else {
-                    changes.join(", ")
+                    labels.join(", ")
                 }
-            )),
-            (Some(_), false) => log::info(format_args!("wrote {path}: {}", changes.join(", "))),
-            // An expiry refresh or a rewrite asked for: nothing worth a line.
-            (Some(_), true) => {}
+            ));
+            return;
+        };
+        let changes = changes::all_changes(old, body);
+        if !changes.is_empty() {
+            log::info(format_args!("wrote {path}: {}", changes.join(", ")));
+        } else if self.forced {
+            log::info(format_args!("wrote {path} again (SIGHUP): no change"));
         }
+        // Otherwise an expiry refresh: nothing changed, nothing worth a line.
     }
 }
 
-/// Runs until a Stop event. `scan` returns the body of the feature file and the
-/// warnings of that scan, or why the roots cannot be scanned.
+/// Runs until a Stop event (Ok), or until the output is gone for good or taken by
+/// another coral-nfd (Err, with why). `scan` returns the next scan's outcome.
 pub fn run(
     config: &Config,
     out: &mut dyn Sink,
     events: Receiver<Event>,
+    shared: Option<&Shared>,
     mut scan: impl FnMut() -> ScanResult,
-) {
+) -> Result<(), String> {
     let mut l = Loop {
         config,
         out,
+        shared,
         last: None,
         last_warnings: Warnings::default(),
         forced: false,
-        roots_warned: None,
+        problem: None,
     };
     let mut stopping = false;
+    let mut pending = None;
+    let mut scan_due = true;
+    let mut wait = Duration::ZERO;
     loop {
-        let pending = l.step(scan());
-        if stopping {
-            // The newest state is written before leaving, after the gap if need be.
-            match pending {
-                Some(due) => {
-                    std::thread::sleep(due);
-                    continue;
+        l.check_lock()?;
+        if scan_due {
+            pending = l.step(scan())?;
+            if stopping {
+                // The newest state is written before leaving, after the gap if need be.
+                match pending {
+                    Some(due) => {
+                        std::thread::sleep(due);
+                        continue;
+                    }
+                    None => break,
                 }
-                None => break,
             }
+            wait = pending.map_or(config.interval, |d| d.min(config.interval));
         }
-        let wait = pending.map_or(config.interval, |d| d.min(config.interval));
+        scan_due = true;
+        let waiting = Instant::now();
         match events.recv_timeout(wait) {
             Ok(Event::Reload) => l.forced = true,
             Ok(Event::Rescan) | Err(RecvTimeoutError::Timeout) => {}
+            // Only the lock check (at the top): the scan keeps its own time.
+            Ok(Event::Output) => {
+                scan_due = false;
+                wait = wait.saturating_sub(waiting.elapsed());
+            }
             Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 // A pending change is written before leaving, unless the file is about
                 // to be removed anyway.
@@ -210,6 +331,7 @@ pub fn run(
             log::error(e);
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! What wakes the daemon loop before its interval is over, and where it comes from:
-//! signals (here) and hotplug ([`crate::hotplug`]). Both send into one channel.
+//! signals (here), hotplug and the output's directory ([`crate::hotplug`]). All send
+//! into one channel.
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -12,6 +13,9 @@ pub enum Event {
     Reload,
     /// SIGTERM, SIGINT.
     Stop,
+    /// Something happened to the output's staging directory (removed, replaced): check
+    /// that the lock is still on it. No rescan.
+    Output,
 }
 
 /// Turns SIGTERM/SIGINT/SIGHUP into events. The signal thread blocks in a read, so it

@@ -97,7 +97,14 @@ pub fn detectors(inv: &Inventory) -> FrigateConfig {
         env!("CARGO_PKG_VERSION")
     );
     if entries.is_empty() {
-        yaml.push_str("detectors: {}\n");
+        // `detectors: {}` crashes Frigate 0.16 and 0.17 at start as soon as a camera is
+        // defined (an UnboundLocalError in FrigateConfig's post-validation, not a
+        // validation error, so no safe mode); without the key Frigate keeps its default
+        // CPU detector and starts.
+        yaml.push_str(
+            "# No TPU is ready, so no detectors: key at all: Frigate then keeps its CPU\n\
+             # detector (an empty detectors: {} would crash it at start).\n",
+        );
     } else {
         yaml.push_str("detectors:\n");
         for (name, device) in &entries {
@@ -165,10 +172,14 @@ mod tests {
     }
 
     #[test]
-    fn nothing_ready() {
+    fn nothing_ready_means_no_detectors_key() {
         let c = detectors(&Inventory::default());
         assert_eq!(c.detectors, 0);
-        assert!(c.yaml.contains("detectors: {}\n"));
+        assert!(
+            !c.yaml.lines().any(|l| l.starts_with("detectors")),
+            "{}",
+            c.yaml
+        );
     }
 
     fn stick(path: &str, mode: UsbMode, ready: bool) -> crate::model::UsbDevice {

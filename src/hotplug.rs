@@ -1,7 +1,9 @@
 //! Hotplug: in daemon mode, watch the dev root with inotify and ask for a rescan when
 //! a Coral node appears or goes (`apex_*`, anything under `bus/usb/`). sysfs sends no
 //! inotify events, so this rides on devtmpfs (where the kernel creates the nodes); the
-//! periodic rescan stays as the fallback for everything else.
+//! periodic rescan stays as the fallback for everything else. Also the one entry of
+//! the output's directory whose removal would take the daemon's lock with it
+//! ([`watch_entry`]).
 
 use crate::events::Event;
 use crate::log;
@@ -185,6 +187,46 @@ pub fn spawn(dev_root: &Path, tx: Sender<Event>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("hotplug".into())
         .spawn(move || w.run(tx))?;
+    Ok(())
+}
+
+/// Watches `dir` for `name` being created, removed or renamed (and `dir` itself going
+/// away), sending [`Event::Output`] each time: the daemon then checks that the lock it
+/// holds on `dir/name` is still on what is at that path. Entries with other names,
+/// such as the published file the daemon renames into `dir`, are not reported.
+pub fn watch_entry(dir: &Path, name: &OsStr, tx: Sender<Event>) -> io::Result<()> {
+    let mut inotify = Inotify::init()?;
+    let mask = mask();
+    inotify.watches().add(dir, mask)?;
+    let (dir, name) = (dir.to_path_buf(), name.to_os_string());
+    std::thread::Builder::new()
+        .name("output-watch".into())
+        .spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok(events) = inotify.read_events_blocking(&mut buf) else {
+                    return;
+                };
+                let mut ours = false;
+                let mut gone = false;
+                for e in events {
+                    ours |= e.name == Some(name.as_os_str())
+                        || e.mask.intersects(
+                            EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::Q_OVERFLOW,
+                        );
+                    gone |= e.mask.contains(EventMask::IGNORED);
+                }
+                if ours && tx.send(Event::Output).is_err() {
+                    return;
+                }
+                // The directory itself went: watch it again once it is back (the daemon
+                // makes it again at its next write).
+                while gone {
+                    std::thread::sleep(ROOT_RETRY);
+                    gone = inotify.watches().add(&dir, mask).is_err();
+                }
+            }
+        })?;
     Ok(())
 }
 

@@ -7,11 +7,12 @@
 //! - **compose**: pure functions of the model: [`state`] (readiness), [`features`]
 //!   (NFD features), [`label`] (Kubernetes syntax), [`render`] (the feature file's
 //!   text), [`changes`] (what changed between two versions, for the log), [`rules`]
-//!   (NodeFeatureRules for a prefix), and for people [`doctor`] and [`frigate`].
+//!   (NodeFeatureRules for a prefix), [`metrics`] (the Prometheus text), and for
+//!   people [`doctor`] and [`frigate`].
 //! - **output**: [`output`] (stdout, atomic file), [`labeler`] (the pipeline, once or
 //!   as a daemon), [`daemon`] (the loop), [`events`] (signals) and [`hotplug`]
-//!   (inotify), [`snapshot`], [`deviceplugin`] (the kubelet device plugin); [`log`]
-//!   says everything on stderr.
+//!   (inotify), [`snapshot`], [`deviceplugin`] (the kubelet device plugin), [`serve`]
+//!   (the `/metrics` endpoint); [`log`] says everything on stderr.
 //!
 //! [`cli`] parses the command line and dispatches to [`labeler`] or [`commands`].
 
@@ -28,6 +29,7 @@ pub mod hotplug;
 pub mod label;
 pub mod labeler;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod parse;
@@ -35,5 +37,6 @@ pub mod render;
 pub mod root;
 pub mod rules;
 pub mod scan;
+pub mod serve;
 pub mod snapshot;
 pub mod state;

@@ -115,3 +115,15 @@ impl Display for Fatal {
         f.write_str(&self.message)
     }
 }
+
+/// A root that is missing or not a sysfs tree is a usage error (exit 2); one that is
+/// there but may not be read is an incomplete scan (exit 1).
+impl From<crate::scan::RootsError> for Fatal {
+    fn from(e: crate::scan::RootsError) -> Self {
+        if e.unreadable {
+            Fatal::failure(e.message)
+        } else {
+            Fatal::usage(e.message)
+        }
+    }
+}

@@ -91,6 +91,8 @@ pub struct PcieFunction {
     pub driver: Attr<String>,
     /// The `apex_N` class device whose `device` link leads to this function.
     pub apex: Option<String>,
+    /// `numa_node`: `Value(None)` is the kernel's -1 (no affinity known).
+    pub numa_node: Attr<Option<u32>>,
 }
 
 /// One `/sys/class/apex/apex_N` entry.
@@ -118,7 +120,7 @@ pub struct ApexDevice {
     pub details: Option<ApexDetails>,
 }
 
-/// What `doctor` reads on top of the readiness rules.
+/// What `doctor` and the metrics read on top of the readiness rules.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ApexDetails {
     /// `trip_point0_temp` .. `trip_point2_temp`, millidegrees Celsius.
@@ -127,6 +129,16 @@ pub struct ApexDetails {
     pub interrupt_counts: bool,
     /// `framework_version` of the class device.
     pub framework_version: Attr<String>,
+    /// `hw_temp_warn2`: the temperature at which the chip raises its shutdown alarm
+    /// line, millidegrees Celsius.
+    pub shutdown_temp: Attr<i64>,
+    /// `hw_temp_warn2_en`: whether that alarm is armed.
+    pub shutdown_enabled: Attr<bool>,
+    /// `temp_poll_interval`, milliseconds: how often the driver checks the temperature
+    /// and sets the clock divider (0: never, so it never throttles).
+    pub poll_interval_ms: Attr<u32>,
+    /// `is_device_owned`: a process holds the device open for writing.
+    pub owned: Attr<bool>,
 }
 
 impl ApexDevice {
@@ -266,6 +278,7 @@ pub(crate) mod testing {
             address: format!("0000:{:02x}:00.0", n + 3),
             driver: Attr::Value("apex".into()),
             apex: Some(format!("apex_{n}")),
+            numa_node: Attr::Value(None),
         }
     }
 

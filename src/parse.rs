@@ -71,6 +71,32 @@ pub fn small_uint(bytes: &[u8]) -> Result<u32, String> {
     }
 }
 
+/// An unsigned decimal of up to 32 bits: `temp_poll_interval` (milliseconds).
+pub fn uint(bytes: &[u8]) -> Result<u32, String> {
+    decimal_u32(trimmed(bytes)).ok_or_else(|| expected("a decimal number", bytes))
+}
+
+/// A 0/1 switch: `hw_temp_warn2_en`, `is_device_owned`.
+pub fn flag(bytes: &[u8]) -> Result<bool, String> {
+    match trimmed(bytes) {
+        b"0" => Ok(false),
+        b"1" => Ok(true),
+        _ => Err(expected("0 or 1", bytes)),
+    }
+}
+
+/// A PCI function's `numa_node`: `-1` (none known) or a node number.
+pub fn numa_node(bytes: &[u8]) -> Result<Option<u32>, String> {
+    match trimmed(bytes) {
+        b"-1" => Ok(None),
+        t => match decimal_u32(t) {
+            // Linux has at most 1024 NUMA nodes (CONFIG_NODES_SHIFT <= 10).
+            Some(n) if n < 1024 => Ok(Some(n)),
+            _ => Err(expected("a NUMA node number or -1", bytes)),
+        },
+    }
+}
+
 pub fn status(bytes: &[u8]) -> Result<Status, String> {
     let t = trimmed(bytes);
     Ok(match t {
@@ -205,6 +231,20 @@ mod tests {
     }
 
     #[test]
+    fn switches_numbers_and_numa_nodes() {
+        assert_eq!(flag(b"1\n"), Ok(true));
+        assert_eq!(flag(b"0"), Ok(false));
+        assert!(flag(b"2").is_err() && flag(b"").is_err() && flag(b"true").is_err());
+        assert_eq!(uint(b"5000\n"), Ok(5000));
+        assert!(uint(b"-1").is_err() && uint(b"99999999999").is_err());
+        assert_eq!(numa_node(b"-1\n"), Ok(None));
+        assert_eq!(numa_node(b"1\n"), Ok(Some(1)));
+        for bad in [&b""[..], b"-2", b"1024", b"x"] {
+            assert!(numa_node(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn describe_escapes_and_truncates() {
         assert_eq!(describe(b"a\n\xff"), "\"a\\n\\xff\"");
         assert!(describe(&[b'x'; 100]).ends_with("...\""));
@@ -235,6 +275,9 @@ mod tests {
                 total(millicelsius(&bytes));
                 total(version(&bytes));
                 total(usb_speed(&bytes));
+                total(uint(&bytes));
+                total(flag(&bytes));
+                total(numa_node(&bytes));
                 prop_assert!(describe(&bytes).len() <= 2 + 40 * 4 + 3);
             }
 

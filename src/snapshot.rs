@@ -14,6 +14,23 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
+/// The first line of `dev.manifest`: what tells a snapshot `--force` may replace.
+const MANIFEST_HEADER: &str = "# type major:minor mode uid gid path  (relative to the dev root; the fixture dev.list format)\n";
+
+/// Whether `dir` holds an earlier snapshot: its `dev.manifest` is a regular file that
+/// starts with [`MANIFEST_HEADER`] (read without following a link planted there).
+fn is_snapshot(dir: &Path) -> bool {
+    use std::io::Read;
+    let p = dir.join("dev.manifest");
+    if !fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_file()) {
+        return false;
+    }
+    let mut head = vec![0u8; MANIFEST_HEADER.len()];
+    fs::File::open(&p)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == MANIFEST_HEADER.as_bytes())
+}
+
 /// Entries copied at most: a real node needs a few thousand.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -325,7 +342,15 @@ pub fn snapshot(sys: &Root, dev: &Root, out: &Path, force: bool) -> Result<Summa
     let nonempty = !is_empty_dir(out).map_err(|e| format!("{}: {e}", out.display()))?;
     if nonempty && !force {
         return Err(format!(
-            "{} is not empty; use --force to write into it anyway",
+            "{} is not empty; use --force to replace an earlier snapshot there",
+            out.display()
+        ));
+    }
+    if nonempty && !is_snapshot(out) {
+        return Err(format!(
+            "{} holds no earlier snapshot (no dev.manifest written by coral-nfd snapshot): \
+             --force replaces only a snapshot, never other files; choose an empty or new \
+             directory",
             out.display()
         ));
     }
@@ -382,9 +407,7 @@ pub fn snapshot(sys: &Root, dev: &Root, out: &Path, force: bool) -> Result<Summa
         w.entry("bus/usb/devices", &name, attrs)?;
     }
 
-    let mut manifest = String::from(
-        "# type major:minor mode uid gid path  (relative to the dev root; the fixture dev.list format)\n",
-    );
+    let mut manifest = String::from(MANIFEST_HEADER);
     let mut nodes = 0;
     let mut recreated = true;
     for rel in node_paths(inv) {

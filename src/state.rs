@@ -143,6 +143,19 @@ pub fn pcie_state(inv: &Inventory, f: &PcieFunction) -> PcieState {
     }
 }
 
+/// How far the driver slows a TPU for its temperature: the number of the highest trip
+/// point reached (0 none, 1-3: the clock at 250, 125, 62.5 MHz instead of 500). This is
+/// what gasket-driver's `check_temperature_work_handler` (`src/apex_driver.c`) sets the
+/// clock divider to at each poll: the highest `i` with `temp >= trip_point[i]`, plus one.
+/// A trip point that could not be read is not counted. With polling off
+/// (`temp_poll_interval` 0) the driver never changes the divider: the caller says so.
+pub fn throttle_level(temp: i64, trip_points: [Option<i64>; 3]) -> u8 {
+    (0..3u8)
+        .rev()
+        .find(|i| trip_points[usize::from(*i)].is_some_and(|t| temp >= t))
+        .map_or(0, |i| i + 1)
+}
+
 /// One PCIe TPU as libedgetpu counts it: Frigate's `pci:N` is the N-th of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EdgeTpuSlot<'a> {
@@ -325,6 +338,18 @@ mod tests {
             slots,
             [("apex_2", true), ("apex_0", false), ("apex_1", true)]
         );
+    }
+
+    #[test]
+    fn throttle_level_is_the_highest_trip_point_reached() {
+        let trips = [Some(84800), Some(89800), Some(94800)];
+        for (t, level) in [(49300, 0), (84799, 0), (84800, 1), (89800, 2), (99800, 3)] {
+            assert_eq!(throttle_level(t, trips), level, "{t}");
+        }
+        // An unreadable trip point does not count; the driver's loop stops at the
+        // highest one reached, so a higher known one still decides.
+        assert_eq!(throttle_level(90000, [Some(84800), None, Some(94800)]), 1);
+        assert_eq!(throttle_level(96000, [None, None, Some(94800)]), 3);
     }
 
     #[test]

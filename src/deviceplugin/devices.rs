@@ -15,6 +15,9 @@ pub struct Tpu {
     pub state: Cow<'static, str>,
     /// `/dev/apex_N` on the host, when a class device belongs to the function.
     pub node: Option<String>,
+    /// The function's NUMA node, when the kernel knows one (`numa_node` >= 0): the
+    /// kubelet's topology manager aligns CPUs and memory with it.
+    pub numa_node: Option<u32>,
 }
 
 /// The devices of a node, in PCI address order. A TPU that stops working stays in the
@@ -30,6 +33,7 @@ pub fn tpus(inv: &Inventory) -> Vec<Tpu> {
                 healthy: st.is_ready(),
                 state: st.code(),
                 node: state::apex_of(inv, f).map(|a| a.node_path()),
+                numa_node: f.numa_node.value().copied().flatten(),
             }
         })
         .collect()
@@ -89,7 +93,9 @@ mod tests {
         );
         // A function without its class device stays listed, unhealthy, with no node.
         inv.pcie[1].apex = None;
+        inv.pcie[1].numa_node = Attr::Value(Some(1));
         let t = tpus(&inv);
         assert_eq!((t[1].healthy, t[1].node.clone()), (false, None));
+        assert_eq!((t[0].numa_node, t[1].numa_node), (None, Some(1)));
     }
 }

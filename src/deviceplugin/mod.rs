@@ -10,8 +10,15 @@
 //!   container; `GetPreferredAllocation` and `PreStartContainer` only when the options
 //!   ask for them (these do not).
 //! - When the kubelet starts it deletes every socket in the directory, ours included:
-//!   the plugin notices (its socket gone) and serves and registers again.
+//!   the plugin notices (its socket gone) and serves and registers again, a second after
+//!   its old streams ended: a kubelet that handles the old stream's end after the new
+//!   registration (`PluginDisconnected` in `manager.go` stops whatever endpoint is
+//!   registered *now*) would otherwise stop the new endpoint.
+//! - A `Register` whose dial-back fails leaves a connection open in the kubelet, so
+//!   retries back off exponentially (250 ms doubling to 8 s).
 //! - Unhealthy devices stay in capacity but leave allocatable; running pods keep theirs.
+//! - One plugin per kubelet directory: a second would replace the first's socket and
+//!   both would register forever. A lock file next to the socket keeps it so.
 //!
 //! The tokio runtime (current-thread) exists only in this mode; the labeler never
 //! starts one.
@@ -24,10 +31,17 @@ pub use devices::{Tpu, health_changes, tpus};
 use crate::events::{self, Event};
 use crate::hotplug;
 use crate::log::{self, Fatal};
+use crate::metrics::{self, PluginStats};
 use crate::root::Root;
 use crate::scan;
-use std::os::unix::fs::MetadataExt;
+use crate::serve;
+use rustix::fs::{FlockOperation, flock};
+use std::fs::{self, File};
+use std::io::{Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -38,45 +52,193 @@ pub mod pb {
 
 /// The file name of the plugin's socket in the device-plugins directory.
 pub const SOCKET_NAME: &str = "coral-nfd.sock";
+/// The lock that keeps a second plugin off the directory; it names its holder.
+pub const LOCK_NAME: &str = "coral-nfd.lock";
 /// How often the socket is checked (a kubelet restart deletes it) and sysfs rescanned
 /// (status and temperature send no events).
 const TICK: Duration = Duration::from_millis(500);
-/// How often a failed registration is retried.
-const RETRY: Duration = Duration::from_millis(250);
+/// The first retry of a failed registration, doubled at each failure up to
+/// [`RETRY_MAX`], back to this after a success.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(8);
+/// Time between the end of the old streams and registering again (see the module
+/// comment: a late `PluginDisconnected` must not stop the new endpoint).
+pub const REREGISTER_AFTER: Duration = Duration::from_secs(1);
+/// A unix socket path holds at most this many bytes (`sun_path` is 108, with its NUL).
+const SUN_PATH_MAX: usize = 107;
 
 pub struct Options {
     pub kubelet_dir: PathBuf,
     pub resource: String,
+    pub metrics: Option<serve::Address>,
 }
 
-/// Whether `name` is an extended resource name the kubelet accepts: `domain/name`, a
-/// qualified name, outside `kubernetes.io` (`v1helper.IsExtendedResourceName`).
+/// Whether `name` is an extended resource name the kubelet accepts, as
+/// `v1helper.IsExtendedResourceName` (`pkg/apis/core/v1/helper/helpers.go`) decides:
+/// not native (it has a `/` and no `kubernetes.io/`), not starting with `requests.`,
+/// and `requests.` + name a qualified name (what a quota would call it).
+pub fn check_resource_name(name: &str) -> Result<(), String> {
+    if !name.contains('/') || name.contains("kubernetes.io/") {
+        return Err(format!(
+            "{name:?} is not an extended resource name: expected domain/name, outside \
+             kubernetes.io (e.g. coral.ai/tpu)"
+        ));
+    }
+    if name.starts_with("requests.") {
+        return Err(format!(
+            "{name:?} starts with \"requests.\", which the kubelet refuses for a device \
+             plugin's resource (quotas use that prefix)"
+        ));
+    }
+    let (domain, _) = name.split_once('/').unwrap_or_default();
+    if !crate::label::is_qualified_name(name)
+        || !crate::label::is_qualified_name(&format!("requests.{name}"))
+        || domain.is_empty()
+    {
+        return Err(format!(
+            "{name:?} is not a valid resource name: a lowercase DNS domain, '/', and a \
+             name of at most 63 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
 pub fn is_extended_resource_name(name: &str) -> bool {
-    let Some((domain, _)) = name.split_once('/') else {
-        return false;
-    };
-    let kubernetes = domain == "kubernetes.io" || domain.ends_with(".kubernetes.io");
-    !kubernetes
-        && domain != "requests"
-        && crate::label::is_qualified_name(name)
-        && crate::label::is_qualified_name(&format!("requests.{name}"))
+    check_resource_name(name).is_ok()
+}
+
+/// Everything about `--kubelet-dir` that would only fail later, checked before the
+/// plugin starts (usage errors, exit 2).
+fn check_kubelet_dir(dir: &Path) -> Result<(), Fatal> {
+    let hint = "(check --kubelet-dir and the volume behind it)";
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Fatal::usage(format!(
+                "kubelet directory {} is not a directory {hint}",
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Fatal::usage(format!(
+                "kubelet directory {} does not exist {hint}",
+                dir.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Fatal::usage(format!(
+                "kubelet directory {} cannot be used: {e} {hint}",
+                dir.display()
+            )));
+        }
+    }
+    for name in [SOCKET_NAME, "kubelet.sock"] {
+        let p = dir.join(name);
+        let len = p.as_os_str().as_bytes().len();
+        if len > SUN_PATH_MAX {
+            return Err(Fatal::usage(format!(
+                "socket path {} is {len} bytes; a unix socket path holds at most \
+                 {SUN_PATH_MAX}: use a shorter --kubelet-dir",
+                p.display()
+            )));
+        }
+    }
+    // Missing is fine (the kubelet may be starting); something else is not the kubelet.
+    let kubelet = dir.join("kubelet.sock");
+    if let Ok(m) = fs::symlink_metadata(&kubelet)
+        && !m.file_type().is_socket()
+    {
+        return Err(Fatal::usage(format!(
+            "{} is not a socket: the kubelet's registration socket must be one {hint}",
+            kubelet.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Holds the directory's lock for as long as it lives.
+struct DirLock {
+    _file: File,
+}
+
+/// Takes `dir/coral-nfd.lock` or says who holds it (exit 1).
+fn lock_dir(dir: &Path) -> Result<DirLock, Fatal> {
+    let path = dir.join(LOCK_NAME);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Fatal::failure(format!("cannot open {}: {e}", path.display())))?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(Fatal::failure(format!(
+                "{} is taken: another coral-nfd device-plugin holds {} ({}); one plugin per \
+                 kubelet directory (is the plugin deployed twice?)",
+                dir.display(),
+                path.display(),
+                if holder.is_empty() {
+                    "holder unknown"
+                } else {
+                    holder
+                }
+            )));
+        }
+        Err(e) => {
+            return Err(Fatal::failure(format!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::from(e)
+            )));
+        }
+    }
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let me = format!(
+        "pid {} on {}, resource socket {SOCKET_NAME}, since {}\n",
+        std::process::id(),
+        host.trim(),
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
+    // Who holds it, for the next one to say; the lock itself does not depend on it.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(me.as_bytes()));
+    Ok(DirLock { _file: file })
 }
 
 fn scan_tpus(sys: &Path, dev: &Path) -> Result<Vec<Tpu>, String> {
     let (sys, dev) = (Root::open(sys), Root::open(dev));
-    scan::check_roots(&sys, &dev)?;
-    Ok(tpus(&scan::discover(&sys, &dev).inventory))
+    scan::check_roots(&sys, &dev).map_err(|e| e.message)?;
+    let scan = scan::discover(&sys, &dev);
+    if let Some(why) = scan.incomplete() {
+        return Err(why);
+    }
+    Ok(tpus(&scan.inventory))
+}
+
+pub type Stats = Arc<Mutex<PluginStats>>;
+
+fn update(stats: &Stats, f: impl FnOnce(&mut PluginStats)) {
+    if let Ok(mut s) = stats.lock() {
+        f(&mut s);
+    }
 }
 
 /// Runs the plugin until SIGTERM/SIGINT; removes its socket on the way out.
 pub fn run(opts: &Options, sys: &Root, dev: &Root) -> Result<(), Fatal> {
-    scan::check_roots(sys, dev).map_err(Fatal::usage)?;
-    if !opts.kubelet_dir.is_dir() {
-        return Err(Fatal::usage(format!(
-            "kubelet directory {} is not a directory (check --kubelet-dir and the volume behind it)",
-            opts.kubelet_dir.display()
-        )));
-    }
+    scan::check_roots(sys, dev)?;
+    check_kubelet_dir(&opts.kubelet_dir)?;
+    let metrics = match opts.metrics {
+        Some(addr) => Some(serve::bind(addr).map_err(Fatal::usage)?),
+        None => None,
+    };
+    let _lock = lock_dir(&opts.kubelet_dir)?;
     let (tx, rx) = events::channel()
         .map_err(|e| Fatal::failure(format!("cannot install signal handlers: {e}")))?;
     if let Err(e) = hotplug::spawn(dev.path(), tx) {
@@ -85,6 +247,20 @@ pub fn run(opts: &Options, sys: &Root, dev: &Root) -> Result<(), Fatal> {
             dev.path().display(),
             TICK.as_millis()
         ));
+    }
+    let stats = Stats::default();
+    if let Some(listener) = metrics {
+        let reader = stats.clone();
+        let at = listener
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        listener
+            .spawn(move || {
+                let s = reader.lock().map(|s| s.clone()).unwrap_or_default();
+                metrics::device_plugin(&s)
+            })
+            .map_err(|e| Fatal::failure(format!("cannot start the metrics thread: {e}")))?;
+        log::info(format_args!("metrics on http://{at}/metrics"));
     }
     // Signals and hotplug arrive on a std channel; the runtime reads a tokio one.
     let (atx, arx) = mpsc::unbounded_channel();
@@ -110,7 +286,12 @@ pub fn run(opts: &Options, sys: &Root, dev: &Root) -> Result<(), Fatal> {
         sys.path().display(),
         dev.path().display()
     ));
-    rt.block_on(Plugin::new(opts, sys.path(), dev.path()).serve(arx))
+    rt.block_on(Plugin::new(opts, sys.path(), dev.path(), stats).serve(arx))
+}
+
+/// The identity of a file (device, inode), to tell our socket from another.
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
 struct Plugin<'a> {
@@ -119,11 +300,12 @@ struct Plugin<'a> {
     dev: PathBuf,
     socket: PathBuf,
     devices: watch::Sender<Vec<Tpu>>,
+    stats: Stats,
     roots_warned: Option<Instant>,
 }
 
 impl<'a> Plugin<'a> {
-    fn new(opts: &'a Options, sys: &Path, dev: &Path) -> Self {
+    fn new(opts: &'a Options, sys: &Path, dev: &Path, stats: Stats) -> Self {
         let first = scan_tpus(sys, dev).unwrap_or_default();
         for t in &first {
             log::info(format_args!(
@@ -137,14 +319,27 @@ impl<'a> Plugin<'a> {
                 }
             ));
         }
-        Plugin {
+        let plugin = Plugin {
             opts,
             sys: sys.into(),
             dev: dev.into(),
             socket: opts.kubelet_dir.join(SOCKET_NAME),
-            devices: watch::channel(first).0,
+            devices: watch::channel(Vec::new()).0,
+            stats,
             roots_warned: None,
-        }
+        };
+        plugin.publish(first);
+        plugin
+    }
+
+    fn publish(&self, list: Vec<Tpu>) {
+        let healthy = list.iter().filter(|t| t.healthy).count() as u64;
+        let unhealthy = list.len() as u64 - healthy;
+        update(&self.stats, |s| {
+            s.healthy = healthy;
+            s.unhealthy = unhealthy;
+        });
+        self.devices.send_replace(list);
     }
 
     /// Rescans and publishes the list when it changed (every open ListAndWatch sends it).
@@ -158,10 +353,11 @@ impl<'a> Plugin<'a> {
                 // Any difference is published, a renumbered /dev/apex_N included: Allocate
                 // must hand out the node the TPU has now.
                 if *self.devices.borrow() != new {
-                    self.devices.send_replace(new);
+                    self.publish(new);
                 }
             }
-            // Keep the last list: a vanished mount says nothing about the TPUs.
+            // Keep the last list: a vanished mount or an unreadable sysfs says nothing
+            // about the TPUs.
             Err(why) => {
                 if self
                     .roots_warned
@@ -174,78 +370,126 @@ impl<'a> Plugin<'a> {
         }
     }
 
-    async fn serve(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Result<(), Fatal> {
+    /// Removes the socket only if it is the one this run made.
+    fn remove_socket(&self, ours: Option<(u64, u64)>) {
+        if ours.is_some() && identity(&self.socket) == ours {
+            let _ = fs::remove_file(&self.socket);
+        }
+    }
+
+    /// Registers until the kubelet accepts, backing off; `None` when asked to stop,
+    /// `Some(false)` when our socket went away meanwhile (serve again first).
+    async fn register(
+        &self,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+        ours: Option<(u64, u64)>,
+    ) -> Option<bool> {
+        let mut retry = RETRY_FIRST;
+        let mut failures = 0u32;
         loop {
-            let running = server::start(&self.socket, self.devices.subscribe())
-                .map_err(|e| Fatal::failure(format!("{}: {e}", self.socket.display())))?;
-            let inode = std::fs::metadata(&self.socket).map(|m| m.ino()).ok();
-            // Register, retrying quietly until the kubelet answers (it may be
-            // restarting, and may delete our socket again meanwhile); a stop ends the wait.
-            let mut failures = 0u32;
-            let registered = loop {
-                let outcome = tokio::select! {
-                    r = server::register(&self.opts.kubelet_dir, &self.opts.resource) => Some(r),
-                    ev = events.recv() => match ev {
-                        Some(Event::Stop) | None => None,
-                        Some(_) => continue,
-                    },
-                };
-                match outcome {
-                    None => break false,
-                    Some(Ok(())) => {
-                        log::info(format_args!(
-                            "registered {} with the kubelet",
-                            self.opts.resource
+            let outcome = tokio::select! {
+                r = server::register(&self.opts.kubelet_dir, &self.opts.resource) => r,
+                ev = events.recv() => match ev {
+                    Some(Event::Stop) | None => return None,
+                    Some(_) => continue,
+                },
+            };
+            match outcome {
+                Ok(()) => {
+                    update(&self.stats, |s| {
+                        s.registrations_success += 1;
+                        s.registered = true;
+                    });
+                    log::info(format_args!(
+                        "registered {} with the kubelet",
+                        self.opts.resource
+                    ));
+                    return Some(true);
+                }
+                Err(e) => {
+                    update(&self.stats, |s| s.registrations_failure += 1);
+                    // Said at the first failure, then when the wait reaches its cap.
+                    if failures == 0 || (retry == RETRY_MAX && failures.is_multiple_of(8)) {
+                        log::warning(format_args!(
+                            "cannot register with the kubelet ({e}); retrying in {}",
+                            humantime::format_duration(retry)
                         ));
-                        break true;
                     }
-                    Some(Err(e)) => {
-                        if failures.is_multiple_of(40) {
-                            log::warning(format_args!(
-                                "cannot register with the kubelet ({e}); retrying"
-                            ));
-                        }
-                        failures += 1;
-                        tokio::time::sleep(RETRY).await;
-                        let now = std::fs::metadata(&self.socket).map(|m| m.ino()).ok();
-                        if now.is_none() || now != inode {
-                            break true; // serve again on a new socket, then register
-                        }
+                    failures += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        ev = events.recv() => if matches!(ev, Some(Event::Stop) | None) {
+                            return None;
+                        },
+                    }
+                    retry = (retry * 2).min(RETRY_MAX);
+                    if identity(&self.socket) != ours {
+                        return Some(false);
                     }
                 }
-            };
-            if !registered {
-                running.stop().await;
-                let _ = std::fs::remove_file(&self.socket);
-                log::info("stopped");
-                return Ok(());
             }
-            let mut tick = tokio::time::interval(TICK);
-            let gone = loop {
+        }
+    }
+
+    async fn serve(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Result<(), Fatal> {
+        // A socket left by an earlier run (the lock says none is running) may still have
+        // a stream the kubelet has yet to see end: wait as after our own restart.
+        let mut after_streams =
+            fs::symlink_metadata(&self.socket).is_ok_and(|m| m.file_type().is_socket());
+        loop {
+            if after_streams {
                 tokio::select! {
-                    ev = events.recv() => match ev {
-                        Some(Event::Stop) | None => break false,
-                        Some(_) => self.rescan(),
+                    _ = tokio::time::sleep(REREGISTER_AFTER) => {}
+                    ev = events.recv() => if matches!(ev, Some(Event::Stop) | None) {
+                        log::info("stopped");
+                        return Ok(());
                     },
-                    _ = tick.tick() => {
-                        let now = std::fs::metadata(&self.socket).map(|m| m.ino()).ok();
-                        if now.is_none() || now != inode {
-                            break true;
+                }
+            }
+            let running = server::start(&self.socket, self.devices.subscribe(), self.stats.clone())
+                .map_err(|e| Fatal::failure(format!("{}: {e}", self.socket.display())))?;
+            let ours = identity(&self.socket);
+            let registered = match self.register(&mut events, ours).await {
+                None => {
+                    running.stop().await;
+                    self.remove_socket(ours);
+                    log::info("stopped");
+                    return Ok(());
+                }
+                Some(r) => r,
+            };
+            let gone = if registered {
+                let mut tick = tokio::time::interval(TICK);
+                loop {
+                    tokio::select! {
+                        ev = events.recv() => match ev {
+                            Some(Event::Stop) | None => break false,
+                            Some(_) => self.rescan(),
+                        },
+                        _ = tick.tick() => {
+                            if identity(&self.socket) != ours {
+                                break true;
+                            }
+                            self.rescan();
                         }
-                        self.rescan();
                     }
                 }
+            } else {
+                true
             };
+            update(&self.stats, |s| s.registered = false);
             running.stop().await;
             if !gone {
-                let _ = std::fs::remove_file(&self.socket);
+                self.remove_socket(ours);
                 log::info("stopped");
                 return Ok(());
             }
             log::warning(format_args!(
-                "{} was removed (the kubelet restarted?); serving and registering again",
-                self.socket.display()
+                "{} was removed (the kubelet restarted?); serving and registering again in {}",
+                self.socket.display(),
+                humantime::format_duration(REREGISTER_AFTER)
             ));
+            after_streams = true;
         }
     }
 }

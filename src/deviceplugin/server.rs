@@ -5,10 +5,11 @@ use super::pb::device_plugin_server::{DevicePlugin, DevicePluginServer};
 use super::pb::registration_client::RegistrationClient;
 use super::pb::{
     AllocateRequest, AllocateResponse, ContainerAllocateResponse, Device, DevicePluginOptions,
-    DeviceSpec, Empty, ListAndWatchResponse, PreStartContainerRequest, PreStartContainerResponse,
-    PreferredAllocationRequest, PreferredAllocationResponse, RegisterRequest,
+    DeviceSpec, Empty, ListAndWatchResponse, NumaNode, PreStartContainerRequest,
+    PreStartContainerResponse, PreferredAllocationRequest, PreferredAllocationResponse,
+    RegisterRequest, TopologyInfo,
 };
-use super::{SOCKET_NAME, Tpu};
+use super::{SOCKET_NAME, Stats, Tpu, update};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
@@ -26,7 +27,11 @@ fn response(list: &[Tpu]) -> ListAndWatchResponse {
             .map(|t| Device {
                 id: t.id.clone(),
                 health: if t.healthy { "Healthy" } else { "Unhealthy" }.into(),
-                topology: None,
+                // The kubelet's topology manager aligns the pod's CPUs with it; none
+                // when the kernel knows no NUMA node (-1).
+                topology: t.numa_node.map(|n| TopologyInfo {
+                    nodes: vec![NumaNode { id: i64::from(n) }],
+                }),
             })
             .collect(),
     }
@@ -38,6 +43,7 @@ fn response(list: &[Tpu]) -> ListAndWatchResponse {
 struct Service {
     devices: watch::Receiver<Vec<Tpu>>,
     stopping: watch::Receiver<bool>,
+    stats: Stats,
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<ListAndWatchResponse, Status>> + Send>>;
@@ -93,9 +99,27 @@ impl DevicePlugin for Service {
         &self,
         req: Request<AllocateRequest>,
     ) -> Result<Response<AllocateResponse>, Status> {
+        let r = self.allocate_now(req.into_inner());
+        update(&self.stats, |s| match r {
+            Ok(_) => s.allocations_success += 1,
+            Err(_) => s.allocations_failure += 1,
+        });
+        r.map(Response::new)
+    }
+
+    async fn pre_start_container(
+        &self,
+        _: Request<PreStartContainerRequest>,
+    ) -> Result<Response<PreStartContainerResponse>, Status> {
+        Ok(Response::new(PreStartContainerResponse::default()))
+    }
+}
+
+impl Service {
+    fn allocate_now(&self, req: AllocateRequest) -> Result<AllocateResponse, Status> {
         let list = self.devices.borrow().clone();
         let mut out = AllocateResponse::default();
-        for c in req.into_inner().container_requests {
+        for c in req.container_requests {
             let mut resp = ContainerAllocateResponse::default();
             for id in c.devices_ids {
                 let tpu = list
@@ -118,14 +142,7 @@ impl DevicePlugin for Service {
             }
             out.container_responses.push(resp);
         }
-        Ok(Response::new(out))
-    }
-
-    async fn pre_start_container(
-        &self,
-        _: Request<PreStartContainerRequest>,
-    ) -> Result<Response<PreStartContainerResponse>, Status> {
-        Ok(Response::new(PreStartContainerResponse::default()))
+        Ok(out)
     }
 }
 
@@ -150,10 +167,39 @@ impl Running {
     }
 }
 
-/// Binds `socket` (a stale one is removed first) and serves the plugin there.
-pub fn start(socket: &Path, devices: watch::Receiver<Vec<Tpu>>) -> std::io::Result<Running> {
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
+/// Binds `socket` and serves the plugin there. A dead socket left at that name by an
+/// earlier run is removed first (the directory's lock says no other coral-nfd plugin
+/// runs); a socket someone serves, or anything that is not a socket, is not ours to
+/// remove: an error.
+pub fn start(
+    socket: &Path,
+    devices: watch::Receiver<Vec<Tpu>>,
+    stats: Stats,
+) -> std::io::Result<Running> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) if m.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(socket) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(socket)?
+                }
+                Ok(_) => {
+                    return Err(std::io::Error::other(
+                        "another process serves this socket; it is not ours to replace",
+                    ));
+                }
+                Err(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "a socket is there that cannot be checked ({e}); not removing it"
+                    )));
+                }
+            }
+        }
+        Ok(_) => {
+            return Err(std::io::Error::other(
+                "something other than a socket is there; it is not ours to replace",
+            ));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -163,6 +209,7 @@ pub fn start(socket: &Path, devices: watch::Receiver<Vec<Tpu>>) -> std::io::Resu
     let service = Service {
         devices,
         stopping: stopping_rx,
+        stats,
     };
     let task = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);

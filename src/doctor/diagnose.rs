@@ -148,6 +148,11 @@ pub fn diagnose(inv: &Inventory, searched: Searched, warnings: Warnings) -> Repo
     } else {
         EXIT_ALL_READY
     };
+    let next_steps = if devices.is_empty() && class_devices.is_empty() {
+        next_steps(inv, &searched)
+    } else {
+        Vec::new()
+    };
     Report {
         schema_version: SCHEMA_VERSION,
         coral_nfd_version: env!("CARGO_PKG_VERSION"),
@@ -163,7 +168,36 @@ pub fn diagnose(inv: &Inventory, searched: Searched, warnings: Warnings) -> Repo
         problem_count,
         exit_code,
         warnings: warnings.0,
+        unreadable: Vec::new(),
+        next_steps,
     }
+}
+
+/// What a person checks when no Coral device shows up at all.
+fn next_steps(inv: &Inventory, searched: &Searched) -> Vec<String> {
+    let mut steps = vec![
+        "On the node, `lspci -nn -d 1ac1:` lists a Coral M.2 / Mini PCIe card as \
+         [1ac1:089a] (nothing listed: the card is not seated, or the slot is off in the \
+         firmware settings; an M.2 E-key slot often wires only one TPU of a Dual Edge card)."
+            .to_string(),
+        "`lsusb -d 1a6e:` and `lsusb -d 18d1:` list a USB Accelerator: 1a6e:089a until \
+         the Edge TPU runtime loads its firmware, 18d1:9302 after."
+            .to_string(),
+        format!(
+            "In a pod, the host's /sys and /dev must be mounted (hostPath, read-only) where \
+             --sysfs-root and --dev-root point: this run searched {} ({} PCI functions, {} \
+             USB entries) and {}.",
+            searched.sysfs_root, searched.pci_functions, searched.usb_devices, searched.dev_root
+        ),
+    ];
+    if inv.driver_loaded {
+        steps.push(
+            "The apex driver is loaded but no Coral function is in this sysfs: if lspci \
+             on the node lists one, this sysfs is not the node's (check the mount)."
+                .to_string(),
+        );
+    }
+    steps
 }
 
 #[cfg(test)]
@@ -178,6 +212,7 @@ mod tests {
                 trip_points: [Attr::Value(84800), Attr::Value(89800), Attr::Value(94800)],
                 interrupt_counts: true,
                 framework_version: Attr::Value("1.1.4".into()),
+                ..ApexDetails::default()
             }),
             ..testing::apex(0)
         }

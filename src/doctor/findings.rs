@@ -199,21 +199,16 @@ pub fn temperature(a: &ApexDevice) -> Option<Temperature> {
     if t == TEMP_NOT_ANSWERING {
         return None;
     }
-    let trips: Vec<i64> = a
+    let known = a
         .details
         .as_ref()
-        .map(|d| {
-            d.trip_points
-                .iter()
-                .filter_map(|p| p.value().copied())
-                .collect()
-        })
+        .map(|d| d.trip_points.clone().map(|p| p.value().copied()))
         .unwrap_or_default();
-    let crossed = trips.iter().filter(|p| t >= **p).count();
+    let level = crate::state::throttle_level(t, known);
     Some(Temperature {
         celsius: t as f64 / 1000.0,
-        trip_points_celsius: trips.iter().map(|p| *p as f64 / 1000.0).collect(),
-        clock_mhz: 500.0 / f64::from(1u32 << crossed.min(3)),
+        trip_points_celsius: known.iter().flatten().map(|p| *p as f64 / 1000.0).collect(),
+        clock_mhz: 500.0 / f64::from(1u32 << level),
     })
 }
 

@@ -138,4 +138,21 @@ pub struct Report {
     pub exit_code: u8,
     /// What went wrong reading sysfs (paths and reasons).
     pub warnings: Vec<String>,
+    /// What the scan had to read to know which devices exist but may not (paths and
+    /// errors): when not empty the report may lack devices, and `exit_code` is 1.
+    pub unreadable: Vec<String>,
+    /// When no Coral device was found: what to check next, for a person.
+    pub next_steps: Vec<String>,
+}
+
+impl Report {
+    /// The report of a scan that could not read everything it needed: says so, and is
+    /// never "all ready" or "nothing there" (exit 1).
+    pub fn incomplete(mut self, unreadable: Vec<String>) -> Report {
+        if !unreadable.is_empty() && self.exit_code != EXIT_PROBLEM {
+            self.exit_code = EXIT_PROBLEM;
+        }
+        self.unreadable = unreadable;
+        self
+    }
 }

@@ -279,6 +279,33 @@ pub fn render_text(r: &Report, colour: bool) -> String {
     };
     out.push_str(&p.bold(&summary));
     out.push('\n');
+    if !r.next_steps.is_empty() {
+        out.push_str("\nNext steps:\n");
+        for s in &r.next_steps {
+            for line in wrap(s, "  - ", "    ") {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    if !r.unreadable.is_empty() {
+        let head = format!(
+            "Scan incomplete: {} path(s) the scan must read could not be read, so devices \
+             may be missing above (run as root, or give the container the host's sysfs):",
+            r.unreadable.len()
+        );
+        out.push('\n');
+        for line in wrap(&head, "", "") {
+            out.push_str(&p.level(Level::Problem, &line));
+            out.push('\n');
+        }
+        for u in &r.unreadable {
+            for line in wrap(u, "  ", "    ") {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
     if !r.warnings.is_empty() {
         out.push_str(&format!(
             "\n{} warning(s) while reading sysfs:\n",
@@ -308,6 +335,7 @@ mod tests {
                 address: "0000:03:00.0".into(),
                 driver: Attr::Value("apex".into()),
                 apex: Some("apex_0".into()),
+                numa_node: Attr::Absent,
             }],
             apex: vec![ApexDevice {
                 status: Attr::Value(Status::Lamed),
@@ -316,6 +344,7 @@ mod tests {
                     trip_points: [Attr::Value(84800), Attr::Value(89800), Attr::Value(94800)],
                     interrupt_counts: true,
                     framework_version: Attr::Value("1.1.4".into()),
+                    ..ApexDetails::default()
                 }),
                 ..crate::model::testing::apex(0)
             }],

@@ -14,6 +14,10 @@
 //! - the staging directory is kept between writes (creating it again would be another
 //!   event) and holds the lock that keeps a second coral-nfd off the same file.
 
+mod sink;
+
+pub use sink::{Sink, SinkError, Stdout, check_stdout, is_gone, to_stdout};
+
 use rustix::fs::{FlockOperation, flock};
 use std::fs::{self, File, Permissions};
 use std::io::{self, Read, Write};
@@ -32,13 +36,6 @@ const FILE_MODE: u32 = 0o644;
 /// Longest file name Linux filesystems take.
 const NAME_MAX: usize = 255;
 
-/// Writes the feature file to stdout in one piece.
-pub fn to_stdout(content: &str) -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    out.write_all(content.as_bytes())?;
-    out.flush()
-}
-
 /// Why [`AtomicFile::prepare`] failed, and so whether retrying can help.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrepareError {
@@ -55,6 +52,14 @@ impl PrepareError {
     pub fn is_final(&self) -> bool {
         !matches!(self, PrepareError::Failed(_))
     }
+
+    /// For the daemon: another writer holding the lock ends it; the rest is retried.
+    pub(crate) fn into_sink(self) -> SinkError {
+        match self {
+            PrepareError::Taken(m) => SinkError::fatal(m),
+            PrepareError::Refused(m) | PrepareError::Failed(m) => SinkError::retry(m),
+        }
+    }
 }
 
 impl std::fmt::Display for PrepareError {
@@ -64,78 +69,6 @@ impl std::fmt::Display for PrepareError {
                 f.write_str(m)
             }
         }
-    }
-}
-
-/// Where the daemon's versions of the file go: a file, or stdout (`--output-file -`).
-pub trait Sink {
-    /// For messages: the path, or `stdout`.
-    fn name(&self) -> String;
-    /// Gets ready to write (for a file: its staging directory and lock), so that
-    /// [`Sink::due_in`] accounts for whatever that did; retried until it succeeds.
-    fn prepare(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-    /// How long to wait before the next write may be made.
-    fn due_in(&self) -> Duration;
-    /// Whether what was last written is still there unchanged.
-    fn holds(&self, content: &str) -> bool;
-    fn write(&mut self, content: &str) -> Result<(), String>;
-    /// `--remove-on-exit`.
-    fn remove(&mut self) -> Result<(), String>;
-}
-
-/// Each version of the file printed whole to stdout: for watching, not for NFD.
-pub struct Stdout;
-
-impl Sink for Stdout {
-    fn name(&self) -> String {
-        "stdout".into()
-    }
-
-    fn due_in(&self) -> Duration {
-        Duration::ZERO
-    }
-
-    fn holds(&self, _: &str) -> bool {
-        true
-    }
-
-    fn write(&mut self, content: &str) -> Result<(), String> {
-        to_stdout(content).map_err(|e| format!("cannot write to stdout: {e}"))
-    }
-
-    fn remove(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-impl Sink for AtomicFile {
-    fn name(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn prepare(&mut self) -> Result<(), String> {
-        if self.lock.is_none() {
-            AtomicFile::prepare(self).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    fn due_in(&self) -> Duration {
-        AtomicFile::due_in(self)
-    }
-
-    fn holds(&self, content: &str) -> bool {
-        AtomicFile::holds(self, content)
-    }
-
-    fn write(&mut self, content: &str) -> Result<(), String> {
-        AtomicFile::write(self, content)
-    }
-
-    fn remove(&mut self) -> Result<(), String> {
-        AtomicFile::remove(self)
     }
 }
 
@@ -184,7 +117,9 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 fn kind_of(ft: fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
-    if ft.is_dir() {
+    if ft.is_file() {
+        "a regular file"
+    } else if ft.is_dir() {
         "a directory"
     } else if ft.is_symlink() {
         "a symbolic link"
@@ -264,6 +199,31 @@ impl AtomicFile {
         }
     }
 
+    /// The nearest existing ancestor of `dir` (itself included) must be a directory:
+    /// `--output-file notes.txt/x` cannot be created, and saying so beats "File exists".
+    fn check_ancestors(&self, dir: &Path) -> Result<(), String> {
+        for a in dir.ancestors() {
+            let a = if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            };
+            match fs::metadata(a) {
+                Ok(m) if m.is_dir() => return Ok(()),
+                Ok(m) => {
+                    return Err(format!(
+                        "{}: cannot create it: {} is {}, not a directory",
+                        self.path.display(),
+                        a.display(),
+                        kind_of(m.file_type())
+                    ));
+                }
+                Err(_) => continue,
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the target, creates the parent and the staging directory if missing, takes
     /// the lock and removes temporary files a killed earlier run left behind. Nothing is
     /// created when the target is refused or the lock is taken.
@@ -271,6 +231,7 @@ impl AtomicFile {
         use PrepareError::{Failed, Refused, Taken};
         self.check_target().map_err(Refused)?;
         let dir = parent(&self.path);
+        self.check_ancestors(&dir).map_err(Refused)?;
         fs::create_dir_all(&dir)
             .map_err(|e| Failed(self.err("cannot create directory", &dir, e)))?;
         // 0755 whatever the umask allows more: a world-writable staging directory would
@@ -346,6 +307,44 @@ impl AtomicFile {
         Ok(())
     }
 
+    /// Whether the staging directory at the path is still the one this writer holds
+    /// locked; if it is not (removed, or replaced), takes the lock again on what is there
+    /// now. Another coral-nfd holding that one is fatal: two writers must never take
+    /// turns on one file. `Ok(true)`: the lock was taken again.
+    pub fn check_lock(&mut self) -> Result<bool, SinkError> {
+        let Some(lock) = &self.lock else {
+            return Ok(false);
+        };
+        let same = match (lock.metadata(), fs::symlink_metadata(&self.staging)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            return Ok(false);
+        }
+        // The old lock guards nothing now: let it go and lock what is at the path.
+        self.lock = None;
+        match self.prepare() {
+            Ok(()) => Ok(true),
+            Err(PrepareError::Taken(m)) => Err(SinkError::fatal(format!(
+                "lost the lock on {} (the directory was removed or replaced) and another \
+                 coral-nfd took it: {m}",
+                self.staging.display()
+            ))),
+            Err(e) => Err(SinkError::retry(format!(
+                "{}: the staging directory {} was removed or replaced, and cannot be made \
+                 and locked again yet: {e}",
+                self.path.display(),
+                self.staging.display()
+            ))),
+        }
+    }
+
+    /// Whether this writer holds the lock (it did prepare, and has not lost it).
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
+    }
+
     /// How long to wait before the next rename: until [`NFD_GAP`] (or the configured
     /// gap) has passed since the last event in the directory that coral-nfd caused: the
     /// target's last replacement or the staging directory's last change (its creation,
@@ -397,7 +396,11 @@ impl AtomicFile {
             })?;
         let tmp_path = tmp.path().to_path_buf();
         let io = |e| self.err("cannot write", &tmp_path, e);
-        tmp.write_all(content.as_bytes()).map_err(io)?;
+        // Through the file itself: NamedTempFile's own Write adds the path to the error,
+        // which the message already names.
+        tmp.as_file_mut()
+            .write_all(content.as_bytes())
+            .map_err(io)?;
         // Mode before rename: a chmod after it would be a second event for NFD, and a
         // reader in between would meet a 0600 file it may not read.
         tmp.as_file()

@@ -2,8 +2,8 @@
 //! `class/apex/apex_N` with their `/dev/apex_N` nodes.
 
 use super::pci::CoralFunction;
-use super::{Depth, list_dir_unsorted, quiet_if_missing, read_attr, read_node};
-use crate::model::{ApexDetails, ApexDevice, Attr, Inventory, Warnings};
+use super::{Depth, Notes, list_dir_unsorted, read_attr, read_node, read_required, required};
+use crate::model::{ApexDetails, ApexDevice, Attr, Inventory};
 use crate::parse;
 use crate::root::Root;
 use rustix::fs::FileType;
@@ -28,39 +28,41 @@ pub(super) fn discover(
     coral: &[CoralFunction],
     depth: Depth,
     inv: &mut Inventory,
-    w: &mut Warnings,
+    n: &mut Notes,
 ) {
+    // Whether the driver is there, and which one (the staging driver's version says
+    // it is not usable), decide every PCIe TPU's state: required.
     let driver = "bus/pci/drivers/apex";
     inv.driver_loaded = matches!(
-        quiet_if_missing(sys, driver, sys.stat(driver), w),
+        required(sys, driver, sys.stat(driver), n),
         Attr::Value(st) if st.file_type == FileType::Directory
     );
-    inv.driver_version = read_attr(sys, "module/apex/version", parse::version, w);
-    inv.gasket_version = read_attr(sys, "module/gasket/version", parse::version, w);
+    inv.driver_version = read_required(sys, "module/apex/version", parse::version, n);
+    inv.gasket_version = read_attr(sys, "module/gasket/version", parse::version, n);
 
-    for (class_order, name) in list_dir_unsorted(sys, "class/apex", w)
+    for (class_order, name) in list_dir_unsorted(sys, "class/apex", n)
         .into_iter()
         .enumerate()
     {
         let Some(index) = apex_index(&name) else {
-            w.push(format!(
+            n.warnings.push(format!(
                 "{}: not of the form apex_N; skipped",
                 sys.display(format!("class/apex/{name}"))
             ));
             continue;
         };
         let base = format!("class/apex/{name}");
-        let function = linked_function(sys, &format!("{base}/device"), coral, w);
+        let function = linked_function(sys, &format!("{base}/device"), coral, n);
         let device = ApexDevice {
             index,
             function,
-            dev: read_attr(sys, &format!("{base}/dev"), parse::dev_number, w),
-            node: read_node(dev, &name, w),
-            status: read_attr(sys, &format!("{base}/status"), parse::status, w),
-            temp: read_attr(sys, &format!("{base}/temp"), parse::millicelsius, w),
-            driver_version: read_attr(sys, &format!("{base}/driver_version"), parse::version, w),
+            dev: read_attr(sys, &format!("{base}/dev"), parse::dev_number, n),
+            node: read_node(dev, &name, n),
+            status: read_attr(sys, &format!("{base}/status"), parse::status, n),
+            temp: read_attr(sys, &format!("{base}/temp"), parse::millicelsius, n),
+            driver_version: read_attr(sys, &format!("{base}/driver_version"), parse::version, n),
             class_order,
-            details: (depth == Depth::Doctor).then(|| details(sys, &base, w)),
+            details: (depth == Depth::Doctor).then(|| details(sys, &base, n)),
             name,
         };
         inv.apex.push(device);
@@ -76,33 +78,41 @@ pub(super) fn discover(
     }
 }
 
-fn details(sys: &Root, base: &str, w: &mut Warnings) -> ApexDetails {
-    let trip = |n: usize, w: &mut Warnings| {
+fn details(sys: &Root, base: &str, n: &mut Notes) -> ApexDetails {
+    let trip = |i: usize, n: &mut Notes| {
         read_attr(
             sys,
-            &format!("{base}/trip_point{n}_temp"),
+            &format!("{base}/trip_point{i}_temp"),
             parse::millicelsius,
-            w,
+            n,
         )
     };
     ApexDetails {
-        trip_points: [trip(0, w), trip(1, w), trip(2, w)],
+        trip_points: [trip(0, n), trip(1, n), trip(2, n)],
         interrupt_counts: sys.stat(format!("{base}/interrupt_counts")).is_ok(),
-        framework_version: read_attr(sys, &format!("{base}/framework_version"), parse::version, w),
+        framework_version: read_attr(sys, &format!("{base}/framework_version"), parse::version, n),
+        shutdown_temp: read_attr(
+            sys,
+            &format!("{base}/hw_temp_warn2"),
+            parse::millicelsius,
+            n,
+        ),
+        shutdown_enabled: read_attr(sys, &format!("{base}/hw_temp_warn2_en"), parse::flag, n),
+        poll_interval_ms: read_attr(sys, &format!("{base}/temp_poll_interval"), parse::uint, n),
+        owned: read_attr(sys, &format!("{base}/is_device_owned"), parse::flag, n),
     }
 }
 
 /// The Coral function an `apex_N/device` link leads to, compared by identity (the
 /// link and `bus/pci/devices/<addr>` take different paths to the same directory).
+/// Which TPU a class device belongs to is required knowledge.
 fn linked_function(
     sys: &Root,
     rel: &str,
     coral: &[CoralFunction],
-    w: &mut Warnings,
+    n: &mut Notes,
 ) -> Option<String> {
-    let st = quiet_if_missing(sys, rel, sys.stat(rel), w)
-        .value()
-        .copied()?;
+    let st = required(sys, rel, sys.stat(rel), n).value().copied()?;
     coral
         .iter()
         .find(|c| c.identity == Some(st.identity))

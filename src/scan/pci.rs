@@ -1,7 +1,7 @@
 //! PCI functions with the Coral IDs, from `bus/pci/devices`.
 
-use super::{list_dir, quiet_if_missing, read_attr};
-use crate::model::{Attr, Inventory, PcieFunction, Warnings, ids};
+use super::{Notes, list_dir, read_attr, read_required, required};
+use crate::model::{Attr, Inventory, PcieFunction, ids};
 use crate::parse;
 use crate::root::Root;
 
@@ -35,42 +35,42 @@ pub fn is_pci_address(name: &str) -> bool {
 }
 
 /// Reads `vendor` of every function (and `device` only where the vendor matches: the
-/// one attribute read per non-Coral function is the whole cost of a scan).
-pub(super) fn discover(sys: &Root, inv: &mut Inventory, w: &mut Warnings) -> Vec<CoralFunction> {
+/// one attribute read per non-Coral function is the whole cost of a scan). Both decide
+/// whether a function is a Coral, so a permission error on either makes the scan
+/// incomplete, as does one on a Coral function's directory or driver link.
+pub(super) fn discover(sys: &Root, inv: &mut Inventory, n: &mut Notes) -> Vec<CoralFunction> {
     let mut found = Vec::new();
-    let names = list_dir(sys, "bus/pci/devices", w);
+    let names = list_dir(sys, "bus/pci/devices", n);
     inv.pci_scanned = names.len();
     for name in names {
         let base = format!("bus/pci/devices/{name}");
-        if read_attr(sys, &format!("{base}/vendor"), parse::hex_id, w)
+        if read_required(sys, &format!("{base}/vendor"), parse::hex_id, n)
             != Attr::Value(ids::PCI_VENDOR)
         {
             continue;
         }
-        if read_attr(sys, &format!("{base}/device"), parse::hex_id, w)
+        if read_required(sys, &format!("{base}/device"), parse::hex_id, n)
             != Attr::Value(ids::PCI_DEVICE)
         {
             continue;
         }
         if !is_pci_address(&name) {
-            w.push(format!(
+            n.warnings.push(format!(
                 "{}: has the Coral IDs but its name is not a PCI address; skipped",
                 sys.display(&base)
             ));
             continue;
         }
-        let driver = driver_name(sys, &format!("{base}/driver"), w);
-        let identity = match sys.stat(&base) {
-            Ok(st) => Some(st.identity),
-            Err(e) => {
-                w.push(format!("{}: {e}", sys.display(&base)));
-                None
-            }
-        };
+        let driver = driver_name(sys, &format!("{base}/driver"), n);
+        let identity = required(sys, &base, sys.stat(&base), n)
+            .value()
+            .map(|st| st.identity);
+        let numa_node = read_attr(sys, &format!("{base}/numa_node"), parse::numa_node, n);
         inv.pcie.push(PcieFunction {
             address: name.clone(),
             driver,
             apex: None,
+            numa_node,
         });
         found.push(CoralFunction {
             address: name,
@@ -80,13 +80,13 @@ pub(super) fn discover(sys: &Root, inv: &mut Inventory, w: &mut Warnings) -> Vec
     found
 }
 
-fn driver_name(sys: &Root, rel: &str, w: &mut Warnings) -> Attr<String> {
-    match quiet_if_missing(sys, rel, sys.link_dir_name(rel), w) {
+fn driver_name(sys: &Root, rel: &str, n: &mut Notes) -> Attr<String> {
+    match required(sys, rel, sys.link_dir_name(rel), n) {
         Attr::Value(name) => match name.into_string() {
             Ok(s) => Attr::Value(s),
-            Err(n) => {
-                w.push(format!(
-                    "{}: driver name {n:?} is not UTF-8",
+            Err(name) => {
+                n.warnings.push(format!(
+                    "{}: driver name {name:?} is not UTF-8",
                     sys.display(rel)
                 ));
                 Attr::Bad

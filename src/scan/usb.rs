@@ -1,8 +1,8 @@
 //! Coral USB Accelerators, from `bus/usb/devices`. There is no kernel driver: the
 //! device is ready when its `/dev/bus/usb` node is there for libusb.
 
-use super::{list_dir, read_attr, read_node};
-use crate::model::{Attr, Inventory, UsbDevice, UsbMode, Warnings};
+use super::{Notes, list_dir, read_attr, read_node, read_required};
+use crate::model::{Attr, Inventory, UsbDevice, UsbMode};
 use crate::parse;
 use crate::root::Root;
 
@@ -15,8 +15,8 @@ pub fn is_port_path(name: &str) -> bool {
     number(bus) && ports.split('.').all(number)
 }
 
-pub(super) fn discover(sys: &Root, dev: &Root, inv: &mut Inventory, w: &mut Warnings) {
-    let names = list_dir(sys, "bus/usb/devices", w);
+pub(super) fn discover(sys: &Root, dev: &Root, inv: &mut Inventory, n: &mut Notes) {
+    let names = list_dir(sys, "bus/usb/devices", n);
     inv.usb_scanned = names.len();
     for name in names {
         // Interfaces (`3-4:1.0`) have no IDs of their own; root hubs (`usb3`) are
@@ -25,14 +25,16 @@ pub(super) fn discover(sys: &Root, dev: &Root, inv: &mut Inventory, w: &mut Warn
             continue;
         }
         let base = format!("bus/usb/devices/{name}");
-        let Attr::Value(vendor) = read_attr(sys, &format!("{base}/idVendor"), parse::hex_id, w)
+        // The IDs say whether it is a Coral at all: required.
+        let Attr::Value(vendor) = read_required(sys, &format!("{base}/idVendor"), parse::hex_id, n)
         else {
             continue;
         };
         if !UsbMode::is_coral_vendor(vendor) {
             continue;
         }
-        let Attr::Value(product) = read_attr(sys, &format!("{base}/idProduct"), parse::hex_id, w)
+        let Attr::Value(product) =
+            read_required(sys, &format!("{base}/idProduct"), parse::hex_id, n)
         else {
             continue;
         };
@@ -41,16 +43,16 @@ pub(super) fn discover(sys: &Root, dev: &Root, inv: &mut Inventory, w: &mut Warn
         };
         let mut device = UsbDevice {
             mode,
-            busnum: read_attr(sys, &format!("{base}/busnum"), parse::small_uint, w),
-            devnum: read_attr(sys, &format!("{base}/devnum"), parse::small_uint, w),
-            dev: read_attr(sys, &format!("{base}/dev"), parse::dev_number, w),
-            speed: read_attr(sys, &format!("{base}/speed"), parse::usb_speed, w),
+            busnum: read_attr(sys, &format!("{base}/busnum"), parse::small_uint, n),
+            devnum: read_attr(sys, &format!("{base}/devnum"), parse::small_uint, n),
+            dev: read_attr(sys, &format!("{base}/dev"), parse::dev_number, n),
+            speed: read_attr(sys, &format!("{base}/speed"), parse::usb_speed, n),
             node: Attr::Absent,
             path: name,
         };
         if let Some(node) = device.node_path() {
             let rel = node.trim_start_matches("/dev/");
-            device.node = read_node(dev, rel, w);
+            device.node = read_node(dev, rel, n);
         }
         inv.usb.push(device);
     }

@@ -304,3 +304,134 @@ fn newcomer_edges() {
     );
     assert!(man.contains(r"sleep\-interval"), "{man}");
 }
+
+/// A bad value from the environment names the variable it came from: in a DaemonSet
+/// nobody typed the flag. The same value on the command line still names the flag.
+#[test]
+fn a_bad_variable_is_named() {
+    let sys = fixtures_dir().join("no-coral/sys");
+    for (var, value, args) in [
+        (
+            "CORAL_NFD_SLEEP_INTERVAL",
+            "garbage",
+            &["--output-file", "/tmp/x"][..],
+        ),
+        ("CORAL_NFD_EXPIRY", "soon", &[][..]),
+        ("CORAL_NFD_LABEL_PREFIX", "Bad_Prefix/", &[][..]),
+        ("CORAL_NFD_LOG_FORMAT", "xml", &[][..]),
+        (
+            "CORAL_NFD_METRICS_ADDRESS",
+            "nowhere",
+            &["--output-file", "/tmp/x", "--sleep-interval", "1m"][..],
+        ),
+    ] {
+        let o = Command::new(bin())
+            .args(["--sysfs-root", sys.to_str().unwrap()])
+            .args(args)
+            .env_clear()
+            .env(var, value)
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{var}: {err}");
+        assert!(err.contains(var), "{var}: {err}");
+        assert!(err.contains(value), "{var}: {err}");
+    }
+    let o = run(&["--sysfs-root", sys.to_str().unwrap(), "--expiry", "soon"]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("'--expiry") && !err.contains("CORAL_NFD_EXPIRY"),
+        "{err}"
+    );
+}
+
+/// Output that cannot be written is an error, also when stdout is closed (which Rust's
+/// own stdout would swallow): the labeler exits 1; doctor and frigate-config exit 4,
+/// since their 1 and 3 say something about the hardware; a closed pipe likewise.
+#[test]
+fn closed_stdout_is_an_error() {
+    let sys = fixtures_dir().join("pcie-no-driver/sys");
+    let sys = sys.to_str().unwrap();
+    let closed = |args: &[&str]| {
+        Command::new("sh")
+            .args(["-c", "exec \"$0\" \"$@\" >&-", &bin(), "--sysfs-root", sys])
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    let o = closed(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot write to stdout"),
+        "{}",
+        stderr(&o)
+    );
+    for sub in ["doctor", "frigate-config"] {
+        let o = closed(&[sub]);
+        assert_eq!(o.status.code(), Some(4), "{sub}: {}", stderr(&o));
+        // A reader that went away: the same code, not "a device has a problem".
+        let mut child = Command::new(bin())
+            .args(["--sysfs-root", sys, sub])
+            .env_clear()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(4), "{sub}: {}", stderr(&o));
+        assert!(stderr(&o).contains("Broken pipe"), "{sub}: {}", stderr(&o));
+    }
+}
+
+/// The smaller edges of the command line: the hidden write gap is bounded like the
+/// other durations, and `rules --help` says in full what its flag prints.
+#[test]
+fn write_gap_bounds_and_rules_help() {
+    let sys = fixtures_dir().join("no-coral/sys");
+    let sys = sys.to_str().unwrap();
+    for gap in ["2m", "1y"] {
+        let (c, err) = code(&["--sysfs-root", sys, "--write-gap", gap]);
+        assert_eq!(c, Some(2), "{gap}: {err}");
+        assert!(err.contains("between 0s and 1m"), "{gap}: {err}");
+    }
+    assert_eq!(code(&["--sysfs-root", sys, "--write-gap", "0s"]).0, Some(0));
+    let help = stdout(&run(&["rules", "--help"]));
+    let flag = help
+        .split("--extended-resources")
+        .nth(1)
+        .unwrap_or_default()
+        .split("-h, --help")
+        .next()
+        .unwrap_or_default();
+    let flag = flag.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flag.contains("coral.ai/ready-tpus"), "{flag}");
+    assert!(flag.trim_end().ends_with("the labelling rules"), "{flag}");
+}
+
+/// doctor with nothing found says what to check next, also when the apex driver is
+/// loaded (no Coral function in this sysfs).
+#[test]
+fn doctor_with_nothing_found_gives_next_steps() {
+    for fixture in ["no-coral", "driver-no-device"] {
+        let sys = fixtures_dir().join(fixture).join("sys");
+        let o = run(&["--sysfs-root", sys.to_str().unwrap(), "doctor"]);
+        assert_eq!(o.status.code(), Some(3), "{fixture}");
+        let text = stdout(&o);
+        for says in [
+            "Next steps",
+            "lspci -nn -d 1ac1:",
+            "lsusb -d 1a6e:",
+            "lsusb -d 18d1:",
+            "hostPath",
+        ] {
+            assert!(text.contains(says), "{fixture}: {says}\n{text}");
+        }
+        assert_eq!(
+            text.contains("apex driver is loaded"),
+            fixture == "driver-no-device",
+            "{fixture}\n{text}"
+        );
+    }
+}

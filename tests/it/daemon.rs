@@ -258,11 +258,12 @@ fn one_shot_write_failure_exits_1_and_keeps_the_old_file() {
     let bad = file_parent.join("coral-nfd");
     let o = b.run(&b.args(&["--output-file", bad.to_str().unwrap()]));
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("cannot create directory"),
-        "{}",
-        stderr(&o)
+    // It says what is wrong with the path, not "File exists".
+    let want = format!(
+        "cannot create it: {} is a regular file, not a directory",
+        file_parent.display()
     );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
     assert_eq!(read(&file_parent), "keep me");
 }
 

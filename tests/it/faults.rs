@@ -290,7 +290,15 @@ fn disk_full_in_the_middle_of_a_write() {
     // Room for one page of the ~20 KB file: the write starts, then runs out.
     fill(fs_.path(), 4096);
     fails_cleanly(&one_shot(&sys, &out), &out, &old, "disk full");
-    assert!(stderr(&one_shot(&sys, &out)).contains("No space left on device"));
+    let err = stderr(&one_shot(&sys, &out));
+    assert!(err.contains("No space left on device"), "{err}");
+    // The temporary file is named once (not again by the temporary-file library).
+    let tmp = err
+        .split_whitespace()
+        .find(|w| w.contains("/write-"))
+        .unwrap_or_else(|| panic!("no temporary path in {err}"))
+        .trim_end_matches(':');
+    assert_eq!(err.matches(tmp).count(), 1, "{err}");
 
     // A thousand failed writes through the library's own AtomicFile (the daemon cannot
     // try more than once a second): each cleans up after itself.

@@ -8,6 +8,7 @@ mod daemon;
 mod faults;
 mod fixtures;
 mod hostile;
+mod incomplete;
 mod layout;
 mod nfd_model;
 mod nfd_watch;

@@ -331,3 +331,128 @@ fn the_daemon_says_what_it_does() {
         "{log}"
     );
 }
+
+/// The lock lives on the staging directory: removing that directory must not let a
+/// second writer in. The first notices at once and locks the new one; a directory put
+/// there by another holder ends the first (exit 1), so two never take turns.
+#[test]
+fn a_removed_staging_directory_does_not_let_a_second_writer_in() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let dir = staging(&out);
+    let mut first = b.daemon(&["--sleep-interval", "1h"]);
+    fs::remove_dir_all(&dir).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Another writer (a one-shot run takes the lock as a daemon does) is refused.
+    let second = b.run(&b.file_args(&[]));
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(stderr(&second).contains("is taken"), "{}", stderr(&second));
+    assert!(dir.is_dir(), "the staging directory was made again");
+    // Still the writer: SIGHUP rewrites.
+    let before = fs::metadata(&out).unwrap().ino();
+    signal(&first, rustix::process::Signal::HUP);
+    wait_for("rewrite on SIGHUP", Duration::from_secs(3), || {
+        fs::metadata(&out).is_ok_and(|m| m.ino() != before)
+    });
+    // Another holder's directory renamed into place: the first stops, naming it.
+    let other = b.dir().join("features.d/.other");
+    fs::create_dir(&other).unwrap();
+    let held = fs::File::open(&other).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    fs::rename(&other, &dir).unwrap();
+    let status = wait_exit(&mut first, Duration::from_secs(3));
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    first
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("lost the lock"), "{err}");
+    drop(held);
+}
+
+/// `--output-file -` read by `head -1`: when the reader goes, the daemon ends (a closed
+/// pipe never comes back) with a last line saying why, instead of retrying forever.
+#[test]
+fn a_daemon_on_stdout_ends_when_its_reader_goes() {
+    let Some(b) = bed() else { return };
+    let mut child = std::process::Command::new(bin())
+        .args(b.args(&["--output-file", "-", "--sleep-interval", "1s"]))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    // The next write (SIGHUP forces one) meets the closed pipe.
+    signal(&child, rustix::process::Signal::HUP);
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("Broken pipe") && last.contains("stopping"),
+        "{err}"
+    );
+    assert_eq!(err.matches("Broken pipe").count(), 1, "{err}");
+}
+
+/// Changes only in raw features (a USB stick loading its firmware: mode and node) and
+/// SIGHUP rewrites get a log line each, in the same format as label changes.
+#[test]
+fn raw_feature_changes_and_sighup_rewrites_are_logged() {
+    let Some(b) = Bed::new("usb-dfu-usb3") else {
+        return;
+    };
+    let out = b.out();
+    let child = b.daemon(&["--sleep-interval", "1h", "--write-gap", "0s"]);
+    let stick = fs::read_dir(b.sys.join("bus/usb/devices"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| fs::read_to_string(p.join("idVendor")).is_ok_and(|v| v.trim() == "1a6e"))
+        .unwrap();
+    let stick = fs::canonicalize(stick).unwrap();
+    // Firmware loaded: the stick shows 18d1:9302 with the same node (a real one would
+    // also renumber; the node must exist for readiness to stay the same).
+    fs::write(stick.join("idVendor"), "18d1\n").unwrap();
+    fs::write(stick.join("idProduct"), "9302\n").unwrap();
+    let before = read(&out);
+    signal(&child, rustix::process::Signal::HUP);
+    wait_for("the app-mode file", Duration::from_secs(3), || {
+        read(&out).contains("usb.0.mode=app")
+    });
+    assert_eq!(
+        before
+            .replace("usb.0.mode=dfu", "usb.0.mode=app")
+            .lines()
+            .skip(2)
+            .collect::<Vec<_>>(),
+        read(&out).lines().skip(2).collect::<Vec<_>>(),
+        "only the raw mode changed"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let ino = fs::metadata(&out).unwrap().ino();
+    signal(&child, rustix::process::Signal::HUP);
+    wait_for("the SIGHUP rewrite", Duration::from_secs(3), || {
+        fs::metadata(&out).is_ok_and(|m| m.ino() != ino)
+    });
+    let log = stop_and_log(child);
+    assert!(log.contains("coral-tpu.usb.0.mode dfu -> app"), "{log}");
+    assert!(log.contains("again (SIGHUP): no change"), "{log}");
+}

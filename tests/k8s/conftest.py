@@ -56,6 +56,10 @@ def find(objs, kind: str, name_prefix: str = "") -> dict:
 
 @functools.cache
 def binary() -> str:
+    """This build, or CORAL_NFD_BIN (to show a test failing on another build, e.g. the
+    one before a fix)."""
+    if os.environ.get("CORAL_NFD_BIN"):
+        return os.environ["CORAL_NFD_BIN"]
     exe = os.path.join(REPO, "target", "debug", "coral-nfd")
     if not os.path.exists(exe):
         subprocess.run(["cargo", "build", "--locked", "--quiet"], cwd=REPO, check=True)

@@ -12,12 +12,18 @@ without a kubelet. Written from kubernetes v1.36's pkg/kubelet/cm/devicemanager:
   plugin is disconnected and its devices marked unhealthy.
 - manager.go `GetCapacity`: capacity counts every device, allocatable only Healthy ones.
 - endpoint.go: `Allocate` sends one ContainerAllocateRequest and uses the first response;
-  `GetPreferredAllocation` and `PreStartContainer` only when the options say so.
+  `GetPreferredAllocation` and `PreStartContainer` only when the options say so; an
+  endpoint whose stop time is set fails every call ("endpoint has been stopped").
+- manager.go `PluginDisconnected(resourceName)`: when a ListAndWatch stream ends, the
+  endpoint registered *now* for that resource gets its stop time and its devices are
+  marked unhealthy. Handled late (`disconnect_delay`), after a new registration, it stops
+  the new endpoint: the race a plugin must leave room for.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -48,27 +54,50 @@ pb, pb_grpc = _generated()
 VERSION = "v1beta1"
 
 
+_QUALIFIED = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
 def is_extended_resource_name(name: str) -> bool:
-    if "/" not in name:
+    """v1helper.IsExtendedResourceName (pkg/apis/core/v1/helper/helpers.go): not native
+    (IsNativeResource: no '/', or the kubernetes.io/ prefix), no "requests." prefix, and
+    "requests." + name a qualified name."""
+    if "/" not in name or "kubernetes.io/" in name:
         return False
-    domain, _, rest = name.partition("/")
-    return bool(rest) and "kubernetes.io" not in domain and "/" not in rest
+    if name.startswith("requests."):
+        return False
+    quota = "requests." + name
+    prefix, _, rest = quota.rpartition("/")
+    return bool(_QUALIFIED.match(quota)) and len(rest) <= 63 and len(prefix) <= 253
 
 
 class Kubelet(pb_grpc.RegistrationServicer):
-    def __init__(self, directory: str, authority: str = "localhost"):
+    def __init__(self, directory: str, authority: str = "localhost", disconnect_delay: float = 0.0):
         self.dir = directory
         self.authority = authority
+        # Seconds between a ListAndWatch stream's end and its PluginDisconnected.
+        self.disconnect_delay = disconnect_delay
+        # Register fails as when the dial-back fails (the kubelet then leaks the conn).
+        self.refuse_dial = False
         self.lock = threading.Lock()
         # resource -> {device id: health}
         self.devices: dict[str, dict[str, str]] = {}
+        # resource -> {device id: [NUMA node ids]} (the Device.topology sent)
+        self.topology: dict[str, dict[str, list[int]]] = {}
         self.registrations: list[tuple[float, str, str]] = []  # (time, resource, endpoint)
+        self.attempts: list[float] = []  # every Register call, accepted or not
         self.options: dict[str, object] = {}
         self.channels: dict[str, grpc.Channel] = {}
+        # resource -> the current endpoint's state: {"stopped": bool}
+        self.endpoints: dict[str, dict] = {}
+        # A restarted kubelet is a new process: streams of the old one change nothing.
+        self.generation = 0
         self.server = None
 
     # --- lifecycle ----------------------------------------------------------------
     def start(self):
+        with self.lock:
+            self.generation += 1
         # CleanupPluginDirectory: every socket goes, whoever made it.
         for name in os.listdir(self.dir):
             p = os.path.join(self.dir, name)
@@ -91,10 +120,15 @@ class Kubelet(pb_grpc.RegistrationServicer):
         self.stop()
         with self.lock:
             self.devices.clear()
+            self.endpoints.clear()
         self.start()
 
     # --- Registration ---------------------------------------------------------------
     def Register(self, request, context):
+        with self.lock:
+            self.attempts.append(time.monotonic())
+        if self.refuse_dial:
+            context.abort(grpc.StatusCode.UNKNOWN, "failed to dial device plugin: refused by the test")
         if request.version != VERSION:
             context.abort(grpc.StatusCode.UNKNOWN, f"unsupported version {request.version!r}")
         if not is_extended_resource_name(request.resource_name):
@@ -115,17 +149,33 @@ class Kubelet(pb_grpc.RegistrationServicer):
         with self.lock:
             self.options[request.resource_name] = opts
             self.registrations.append((time.monotonic(), request.resource_name, request.endpoint))
-        threading.Thread(target=self._watch, args=(request.resource_name, stub), daemon=True).start()
+            self.endpoints[request.resource_name] = {"stopped": False}
+        threading.Thread(target=self._watch, args=(request.resource_name, stub, self.generation),
+                         daemon=True).start()
         return pb.Empty()
 
-    def _watch(self, resource, stub):
+    def _watch(self, resource, stub, generation):
         try:
             for resp in stub.ListAndWatch(pb.Empty()):
                 with self.lock:
+                    if generation != self.generation:
+                        return
                     self.devices[resource] = {d.ID: d.health for d in resp.devices}
+                    self.topology[resource] = {
+                        d.ID: [n.ID for n in d.topology.nodes] for d in resp.devices
+                        if d.HasField("topology")}
         except grpc.RpcError:
             pass
-        with self.lock:  # disconnected: markResourceUnhealthy
+        if self.disconnect_delay:
+            time.sleep(self.disconnect_delay)
+        with self.lock:
+            if generation != self.generation:
+                return
+            # PluginDisconnected: whatever endpoint is registered now is stopped, and
+            # the resource's devices are marked unhealthy.
+            ep = self.endpoints.get(resource)
+            if ep is not None:
+                ep["stopped"] = True
             if resource in self.devices:
                 self.devices[resource] = {k: "Unhealthy" for k in self.devices[resource]}
 
@@ -143,6 +193,8 @@ class Kubelet(pb_grpc.RegistrationServicer):
         stub = pb_grpc.DevicePluginStub(self.channels[resource])
         with self.lock:
             opts = self.options[resource]
+            if self.endpoints.get(resource, {}).get("stopped"):
+                raise RuntimeError("endpoint has been stopped")
         if opts.pre_start_required:
             stub.PreStartContainer(pb.PreStartContainerRequest(devices_ids=ids), timeout=30)
         resp = stub.Allocate(pb.AllocateRequest(container_requests=[

@@ -1,6 +1,7 @@
 """`coral-nfd device-plugin`, the real binary, against the kubelet stand-in in
 kubelet.py: registration, per-TPU health from the labeler's rules, kubelet restarts,
-Allocate, SIGTERM."""
+Allocate, SIGTERM; one plugin per directory, a late disconnect, registration backoff,
+arguments refused before anything starts, NUMA topology."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import subprocess
 import tempfile
 import time
 
+import socket
+
 import grpc
 import pytest
 
@@ -18,6 +21,7 @@ from conftest import FIXTURES, FIXTURES_SCRIPT, binary
 from kubelet import Kubelet, pb, pb_grpc
 
 RESOURCE = "coral.ai/tpu"
+FN0 = "devices/pci0000:00/0000:00:1c.4/0000:03:00.0"
 APEX1 = "devices/pci0000:00/0000:00:1d.0/0000:04:00.0/apex/apex_1"
 TPU0, TPU1 = "0000:03:00.0", "0000:04:00.0"
 
@@ -33,7 +37,7 @@ def wait(what, cond, limit=5.0):
 
 
 class Bed:
-    def __init__(self):
+    def __init__(self, disconnect_delay: float = 0.0):
         self.dir = tempfile.mkdtemp(prefix="coral-dp-")
         self.sys = os.path.join(self.dir, "sys")
         self.dev = os.path.join(self.dir, "dev")
@@ -47,16 +51,19 @@ class Bed:
             if os.environ.get("CORAL_NFD_ALLOW_NO_MKNOD"):
                 pytest.skip("*** mknod not permitted: device plugin tests SKIPPED ***")
             pytest.fail("mknod is not permitted here: run the tests as root")
-        self.kubelet = Kubelet(self.kdir)
+        self.kubelet = Kubelet(self.kdir, disconnect_delay=disconnect_delay)
         self.kubelet.start()
         self.proc = None
 
-    def spawn(self):
-        self.proc = subprocess.Popen(
-            [binary(), "device-plugin", "--sysfs-root", self.sys, "--dev-root", self.dev,
-             "--kubelet-dir", self.kdir], stderr=subprocess.PIPE, text=True)
-        wait("registration", lambda: self.kubelet.registrations)
-        wait("first device list", lambda: len(self.kubelet.health(RESOURCE)) == 2)
+    def args(self, *extra):
+        return [binary(), "device-plugin", "--sysfs-root", self.sys, "--dev-root", self.dev,
+                "--kubelet-dir", self.kdir, *extra]
+
+    def spawn(self, wait_registered=True):
+        self.proc = subprocess.Popen(self.args(), stderr=subprocess.PIPE, text=True)
+        if wait_registered:
+            wait("registration", lambda: self.kubelet.registrations)
+            wait("first device list", lambda: len(self.kubelet.health(RESOURCE)) == 2)
 
     def close(self):
         if self.proc and self.proc.poll() is None:
@@ -110,7 +117,9 @@ def test_re_registers_after_a_kubelet_restart(bed):
     for _ in range(3):
         n = len(bed.kubelet.registrations)
         bed.kubelet.restart()  # removes every socket, ours included
-        took = wait("re-registration", lambda: len(bed.kubelet.registrations) > n, 2.0)
+        # The socket is noticed gone within 500 ms, then a second is left for the old
+        # streams' end to be handled before registering again.
+        took = wait("re-registration", lambda: len(bed.kubelet.registrations) > n, 3.0)
         wait("device list after restart", lambda: len(bed.kubelet.health(RESOURCE)) == 2, 2.0)
         print(f"re-registered {took * 1000:.0f} ms after the kubelet restart")
     assert bed.kubelet.capacity(RESOURCE) == (2, 2)
@@ -170,13 +179,113 @@ def test_the_stand_in_refuses_what_the_kubelet_refuses(bed):
 
 
 def test_wrong_arguments_are_usage_errors(tmp_path):
+    """Every argument that would fail later is a usage error before anything starts:
+    nothing is created in the directory, and the message names the path or the name and
+    the rule."""
+    kdir = tmp_path / "device-plugins"
+    kdir.mkdir()
+    long_dir = tmp_path / ("d" * 100)
+    long_dir.mkdir()
+    not_a_socket = tmp_path / "regular"
+    not_a_socket.mkdir()
+    (not_a_socket / "kubelet.sock").write_text("not a socket")
     for args, says in [
         (["--resource", "kubernetes.io/tpu"], "extended resource"),
         (["--resource", "tpu"], "extended resource"),
-        (["--kubelet-dir", str(tmp_path / "missing")], "kubelet directory"),
+        (["--resource", "requests.coral.ai/tpu"], '"requests."'),
+        (["--kubelet-dir", str(tmp_path / "missing")], "does not exist"),
+        (["--kubelet-dir", str(not_a_socket / "kubelet.sock")], "is not a directory"),
+        (["--kubelet-dir", str(long_dir)], "at most 107"),
+        (["--kubelet-dir", str(not_a_socket)], "is not a socket"),
+        (["--kubelet-dir", str(kdir), "--metrics-address", "nowhere:1"], "IP:PORT"),
     ]:
         p = subprocess.run([binary(), "device-plugin", "--sysfs-root",
-                            os.path.join(FIXTURES, "pcie-dual", "sys"), "--dev-root", str(tmp_path), *args],
-                           capture_output=True, text=True, timeout=10)
+                            os.path.join(FIXTURES, "pcie-dual", "sys"), "--dev-root", str(tmp_path),
+                            *args], capture_output=True, text=True, timeout=10)
         assert p.returncode == 2, (args, p.stderr)
-        assert says in p.stderr, p.stderr
+        assert says in p.stderr, (args, p.stderr)
+        assert "started" not in p.stderr, (args, p.stderr)
+    for d in (kdir, long_dir):
+        assert os.listdir(d) == [], "nothing created before the arguments are known good"
+    assert os.listdir(not_a_socket) == ["kubelet.sock"]
+
+
+def test_one_plugin_per_kubelet_directory(bed):
+    """A second plugin on the same directory exits 1 naming the holder, and touches
+    nothing: no fight over the socket, no re-registration storm."""
+    bed.spawn()
+    sock = os.path.join(bed.kdir, "coral-nfd.sock")
+    ino = os.stat(sock).st_ino
+    p = subprocess.run(bed.args(), capture_output=True, text=True, timeout=10)
+    assert p.returncode == 1, p.stderr
+    assert "is taken" in p.stderr and f"pid {bed.proc.pid}" in p.stderr, p.stderr
+    n = len(bed.kubelet.registrations)
+    time.sleep(1.5)
+    assert os.stat(sock).st_ino == ino, "the second plugin replaced the first's socket"
+    assert len(bed.kubelet.registrations) == n, "registrations went on"
+    assert bed.proc.poll() is None
+
+
+def test_a_socket_someone_else_serves_is_not_removed(bed):
+    """The plugin's socket replaced by one another process serves: the plugin stops
+    (exit 1) rather than remove what it did not create."""
+    bed.spawn()
+    sock = os.path.join(bed.kdir, "coral-nfd.sock")
+    os.rename(sock, sock + ".moved")
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    other.bind(sock)
+    other.listen(1)
+    theirs = os.stat(sock).st_ino
+    try:
+        assert bed.proc.wait(5) == 1
+        log = bed.proc.stderr.read()
+        assert "not ours to replace" in log, log
+        assert os.stat(sock).st_ino == theirs
+    finally:
+        other.close()
+
+
+def test_reregistration_leaves_room_for_a_late_disconnect():
+    """The kubelet handles the old ListAndWatch's end 300 ms late (PluginDisconnected
+    stops whatever endpoint is registered then). The plugin waits a second after its
+    old streams end before registering again, so the new endpoint survives."""
+    bed = Bed(disconnect_delay=0.3)
+    try:
+        bed.spawn()
+        n = len(bed.kubelet.registrations)
+        os.remove(os.path.join(bed.kdir, "coral-nfd.sock"))
+        wait("re-registration", lambda: len(bed.kubelet.registrations) > n, 4.0)
+        t, _, _ = bed.kubelet.registrations[-1]
+        time.sleep(0.8)  # past the late disconnect, whenever it came
+        r = bed.kubelet.allocate(RESOURCE, [TPU0])
+        assert [d.host_path for d in r.devices] == ["/dev/apex_0"]
+        wait("both healthy again", lambda: bed.kubelet.capacity(RESOURCE) == (2, 2), 2.0)
+    finally:
+        bed.close()
+
+
+def test_registration_backs_off_and_resets(bed):
+    """A kubelet whose dial-back fails leaks a connection per Register: retries back off
+    (250 ms doubling, at most 8 s), and start again from 250 ms after a success."""
+    bed.kubelet.refuse_dial = True
+    bed.spawn(wait_registered=False)
+    time.sleep(7.5)
+    attempts = list(bed.kubelet.attempts)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert 4 <= len(attempts) <= 7, gaps
+    for a, b in zip(gaps, gaps[1:]):
+        assert b >= 1.6 * a, gaps
+    assert max(gaps) <= 8.5, gaps
+    bed.kubelet.refuse_dial = False
+    wait("registration once the kubelet answers", lambda: bed.kubelet.registrations, 10.0)
+    n = len(bed.kubelet.registrations)
+    bed.kubelet.restart()
+    took = wait("re-registration", lambda: len(bed.kubelet.registrations) > n, 3.0)
+    print(f"re-registered {took * 1000:.0f} ms after the restart (backoff reset)")
+
+
+def test_numa_node_goes_into_the_topology(bed):
+    bed.write(f"{FN0}/numa_node", "1\n")
+    bed.spawn()
+    wait("topology", lambda: bed.kubelet.topology.get(RESOURCE), 2.0)
+    assert bed.kubelet.topology[RESOURCE] == {TPU0: [1]}
