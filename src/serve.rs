@@ -1,7 +1,8 @@
 //! Output: the `/metrics` endpoint (`--metrics-address`). A small HTTP/1.x server on a
 //! thread of its own, bounded in every way a stranger on the pod network could push:
 //! one connection at a time, a request head of at most [`MAX_HEAD`] bytes read within
-//! [`DEADLINE`], no body read, `Connection: close` after one answer. The request is
+//! [`DEADLINE`], no body read, `Connection: close` after one answer (then at most half a
+//! second and 64 KiB of what the client still sends are read and dropped). The request is
 //! parsed by `httparse` (hyper's parser); only `GET`/`HEAD /metrics` is answered with
 //! content, anything else gets 404, 405 or 400. What it serves is read from memory
 //! (the last scan and the counters), so a scrape never blocks or causes a write.
@@ -217,8 +218,28 @@ fn serve(mut stream: TcpStream, render: &dyn Fn() -> String) {
     if stream.set_write_timeout(Some(left)).is_ok() {
         let _ = stream.write_all(&response.to_bytes());
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    // Closing with unread bytes would reset the connection and could lose the answer
+    // to a client still sending (a head too large): end our side, then read and drop a
+    // bounded amount for a moment before closing (nginx's lingering close, in small).
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let linger = Instant::now();
+    let mut drained = 0;
+    while drained < MAX_LINGER_BYTES {
+        let left = LINGER.saturating_sub(linger.elapsed());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
 }
+
+/// How long at most, and how much, a connection is read after the answer before it is
+/// closed.
+const LINGER: Duration = Duration::from_millis(500);
+const MAX_LINGER_BYTES: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

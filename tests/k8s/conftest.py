@@ -31,6 +31,9 @@ KUSTOMIZATIONS = {
     "device-plugin": "deploy/frigate/overlays/device-plugin",
     "coral-device-plugin": "deploy/frigate/overlays/coral-device-plugin",
     "coral-nfd-device-plugin": "deploy/coral-nfd-device-plugin",
+    # deploy/coral-nfd-device-plugin with the monitoring component, as docs/monitoring.md
+    # has a user list it.
+    "monitoring": "tests/k8s/monitoring",
 }
 
 
@@ -46,6 +49,43 @@ def render(name: str) -> tuple:
     out = subprocess.run([kubectl(), "kustomize", os.path.join(REPO, KUSTOMIZATIONS[name])],
                          check=True, capture_output=True, text=True).stdout
     return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
+# Frigate overlays with an optional component, as docs/frigate.md has a user list them.
+FRIGATE_WITH = {
+    "pcie+frigate-0.16": ("deploy/frigate/overlays/pcie", "deploy/frigate/components/frigate-0.16"),
+    "coral-device-plugin+frigate-0.16": ("deploy/frigate/overlays/coral-device-plugin",
+                                         "deploy/frigate/components/frigate-0.16"),
+    "coral-device-plugin+tls-secret": ("deploy/frigate/overlays/coral-device-plugin",
+                                       "deploy/frigate/components/tls-secret"),
+    "coral-device-plugin+external-service": ("deploy/frigate/overlays/coral-device-plugin",
+                                             "deploy/frigate/components/external-service"),
+    "coral-device-plugin+intel-gpu": ("deploy/frigate/overlays/coral-device-plugin",
+                                      "deploy/frigate/components/intel-gpu"),
+}
+
+
+def objects(name: str) -> tuple:
+    """A kustomization of KUSTOMIZATIONS, or an overlay with a component (FRIGATE_WITH)."""
+    return render_with(*FRIGATE_WITH[name]) if name in FRIGATE_WITH else render(name)
+
+
+@functools.cache
+def render_with(resource: str, *components: str) -> tuple:
+    """`resource` (a kustomization directory of the repository) with `components` added,
+    as a user's own kustomization would list them: written under target/ (kustomize
+    takes only relative paths) and rendered."""
+    import hashlib
+    key = hashlib.sha256(repr((resource, components)).encode()).hexdigest()[:12]
+    d = os.path.join(REPO, "target", "k8s-harness", key)
+    os.makedirs(d, exist_ok=True)
+    rel = lambda p: os.path.relpath(os.path.join(REPO, p), d)
+    with open(os.path.join(d, "kustomization.yaml"), "w") as fh:
+        yaml.safe_dump({"resources": [rel(resource)],
+                        "components": [rel(c) for c in components]}, fh)
+    out = subprocess.run([kubectl(), "kustomize", d], check=True, capture_output=True,
+                         text=True).stdout
+    return tuple(o for o in yaml.safe_load_all(out) if o)
 
 
 def find(objs, kind: str, name_prefix: str = "") -> dict:
@@ -64,6 +104,17 @@ def binary() -> str:
     if not os.path.exists(exe):
         subprocess.run(["cargo", "build", "--locked", "--quiet"], cwd=REPO, check=True)
     return exe
+
+
+@functools.cache
+def static_binary() -> str:
+    """The release build linked statically (crt-static), as the image holds it."""
+    target = "x86_64-unknown-linux-gnu"
+    env = {**os.environ, "RUSTFLAGS": "-C target-feature=+crt-static",
+           "CARGO_TARGET_DIR": os.path.join(REPO, "target", "static")}
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--target", target],
+                   cwd=REPO, env=env, check=True)
+    return os.path.join(REPO, "target", "static", target, "release", "coral-nfd")
 
 
 def scenarios() -> list[str]:

@@ -1,14 +1,20 @@
-"""Frigate as it will really start: the nginx listen template rendered by Go's
-text/template and served by a real nginx on loopback (TLS on and off, IPv4 and IPv6,
-and a network namespace without IPv6), the seed-config init container run by a real
-shell, the config version, and scheduling on libedgetpu's PCIe numbering on a tree
-whose directory order is not name order."""
+"""Frigate as it will really start. 0.17.2 (the default): its own nginx listen template
+(a model written from the v0.17.2 file) rendered by Go's text/template with the data its
+helper makes from each shipped config, served by a real nginx on loopback over IPv4 and
+IPv6, and the same check failing when a 0.16-style override is left mounted. 0.16.4 (the
+frigate-0.16 component): the seed's override, TLS on and off, both families, a network
+namespace without IPv6. The seed-config init container run by a real shell, the config
+versions, /dev/shm against Frigate's formula, scheduling on libedgetpu's PCIe numbering,
+the USB overlay on two sticks one of which is broken, and the optional components."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import http.client
+import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -20,12 +26,17 @@ import pytest
 import yaml
 
 import nfd
-from conftest import FIXTURES_SCRIPT, REPO, binary, find, render
+from conftest import FIXTURES, FIXTURES_SCRIPT, REPO, binary, find, render, render_with
 
-TEMPLATE = os.path.join(REPO, "deploy/frigate/base/listen.gotmpl")
-# The image the template was written for: Frigate 0.17 brings its own IPv6 setting and
-# a different template (see the README); upgrading must be a deliberate change here.
-FRIGATE_IMAGE = "ghcr.io/blakeblackshear/frigate:0.16.3"
+COMPONENT_016 = "deploy/frigate/components/frigate-0.16"
+# The seed's IPv6 override, for Frigate 0.16 only (the frigate-0.16 component).
+TEMPLATE = os.path.join(REPO, COMPONENT_016, "listen.gotmpl")
+# A model of Frigate 0.17.2's own template (tests/k8s/frigate: not shipped).
+TEMPLATE_017 = os.path.join(REPO, "tests/k8s/frigate/listen-0.17.2.gotmpl")
+# The images the templates and configs were written for: upgrading is a deliberate change.
+FRIGATE_IMAGE = "ghcr.io/blakeblackshear/frigate:0.17.2"
+FRIGATE_016_IMAGE = "ghcr.io/blakeblackshear/frigate:0.16.4"
+OVERLAYS = ["pcie", "pcie-dual", "usb", "device-plugin", "coral-device-plugin"]
 
 
 @functools.cache
@@ -216,26 +227,73 @@ def test_a_node_with_ipv6_disabled_still_serves_ipv4():
         subprocess.run(["ip", "netns", "del", ns])
 
 
-def test_the_template_is_pinned_to_the_image_it_was_written_for():
-    dep = find(render("frigate-base"), "Deployment", "frigate")
-    images = {c["image"] for c in dep["spec"]["template"]["spec"]["containers"]}
-    images |= {c["image"] for c in dep["spec"]["template"]["spec"]["initContainers"]}
-    assert images == {FRIGATE_IMAGE}
+def frigate_images(objs) -> set[str]:
+    dep = find(objs, "Deployment", "frigate")["spec"]["template"]["spec"]
+    return {c["image"] for c in dep["containers"] + dep["initContainers"]}
+
+
+def test_the_images_are_pinned():
+    assert frigate_images(render("frigate-base")) == {FRIGATE_IMAGE}
+    for overlay in OVERLAYS:
+        assert frigate_images(render(overlay)) == {FRIGATE_IMAGE}, overlay
+        with_016 = render_with(f"deploy/frigate/overlays/{overlay}", COMPONENT_016)
+        assert frigate_images(with_016) == {FRIGATE_016_IMAGE}, overlay
     with open(TEMPLATE) as fh:
-        assert "Frigate 0.16.3" in fh.read()
+        assert "Frigate 0.16.4" in fh.read()
 
 
-def overlay_configs():
-    for name in ["frigate-base", "pcie", "pcie-dual", "usb", "device-plugin"]:
-        cm = find(render(name), "ConfigMap", "frigate-config")
-        yield name, yaml.safe_load(cm["data"]["config.yml"])
+def seed_configs(objs) -> dict:
+    cm = find(objs, "ConfigMap", "frigate-config")
+    return {k: yaml.safe_load(v) for k, v in cm["data"].items()}
 
 
 def test_every_config_says_its_version():
-    # Without it Frigate 0.16 runs every migration since 0.13 on first start, writes a
-    # backup and turns detection on (frigate/util/config.py, migrate_frigate_config).
-    for name, cfg in overlay_configs():
-        assert cfg["version"] == "0.16-0", name
+    """config.yml is 0.17's current format with native IPv6 (no migration, no backup
+    rewrite on first start); config-0.16.yml the same for 0.16, without networking:
+    (0.16's model refuses the key). Otherwise the two are the same config."""
+    for name in ["frigate-base", *OVERLAYS]:
+        configs = seed_configs(render(name))
+        assert set(configs) == {"config.yml", "config-0.16.yml"}, name
+        new, old = configs["config.yml"], configs["config-0.16.yml"]
+        assert new["version"] == "0.17-0", name
+        assert new["networking"] == {"ipv6": {"enabled": True}}, name
+        assert old["version"] == "0.16-0" and "networking" not in old, name
+        assert {k: v for k, v in new.items() if k not in ("version", "networking")} == \
+            {k: v for k, v in old.items() if k != "version"}, name
+        assert new["detectors"], f"{name}: detectors: {{}} crashes Frigate"
+
+
+def test_frigate_config_never_prints_empty_detectors():
+    """With no TPU ready, `coral-nfd frigate-config` prints no detectors: key at all (an
+    empty mapping crashes Frigate 0.16 and 0.17 at start), and exits 3."""
+    import conftest
+    none_ready = 0
+    for s in conftest.scenarios():
+        code, out = conftest.coral_nfd(s, "frigate-config")
+        doc = yaml.safe_load(out)
+        if code == 3:
+            none_ready += 1
+            assert doc is None or "detectors" not in doc, (s, out)
+        else:
+            assert code == 0 and doc["detectors"], (s, out)
+    assert none_ready >= 5
+
+
+def test_the_0_16_component_seeds_the_0_16_config():
+    for overlay in OVERLAYS:
+        objs = render_with(f"deploy/frigate/overlays/{overlay}", COMPONENT_016)
+        init = find(objs, "Deployment", "frigate")["spec"]["template"]["spec"]["initContainers"][0]
+        assert init["env"] == [{"name": "SEED_CONFIG", "value": "config-0.16.yml"}], overlay
+
+
+def test_go2rtc_arbitrary_exec_stays_off():
+    """GO2RTC_ALLOW_ARBITRARY_EXEC would let go2rtc's exec/echo/expr sources run any
+    command a config or the go2rtc API names (0.16.4 and 0.17 refuse them without it)."""
+    for objs in [render(o) for o in OVERLAYS] + [
+            render_with(f"deploy/frigate/overlays/{o}", COMPONENT_016) for o in OVERLAYS]:
+        dep = find(objs, "Deployment", "frigate")["spec"]["template"]["spec"]
+        for c in dep["containers"] + dep["initContainers"]:
+            assert "GO2RTC_ALLOW_ARBITRARY_EXEC" not in {e["name"] for e in c.get("env", [])}
 
 
 def test_no_capability_is_claimed_for_tpu_temperature():
@@ -253,33 +311,40 @@ def test_no_capability_is_claimed_for_tpu_temperature():
 
 
 def test_the_seed_is_copied_only_where_frigate_would_read_none():
-    init = find(render("frigate-base"), "Deployment", "frigate")["spec"]["template"]["spec"][
-        "initContainers"][0]
-    script = init["command"][-1]
-    cases = {(): "seeded", ("config.yml",): "kept", ("config.yaml",): "kept",
-             ("config.yml", "config.yaml"): "kept"}
-    for existing, want in cases.items():
-        d = tempfile.mkdtemp()
-        try:
-            os.makedirs(os.path.join(d, "config"))
-            os.makedirs(os.path.join(d, "seed"))
-            with open(os.path.join(d, "seed/config.yml"), "w") as fh:
-                fh.write("seed\n")
-            for name in existing:
-                with open(os.path.join(d, "config", name), "w") as fh:
-                    fh.write("mine\n")
-            s = script.replace("/config/", d + "/config/").replace("/seed/", d + "/seed/")
-            subprocess.run(["sh", "-c", s], check=True, capture_output=True)
-            names = sorted(os.listdir(os.path.join(d, "config")))
-            if want == "seeded":
-                assert names == ["config.yml"]
-            else:
-                assert names == sorted(existing), (existing, names)
+    """The init container's script, run by a real shell with its rendered environment:
+    the version's seed is copied only when /config has no config.yml or config.yaml."""
+    for objs, seed in [(render("frigate-base"), "config.yml"),
+                       (render_with("deploy/frigate/overlays/pcie", COMPONENT_016), "config-0.16.yml")]:
+        init = find(objs, "Deployment", "frigate")["spec"]["template"]["spec"]["initContainers"][0]
+        script = init["command"][-1]
+        env = {**os.environ, **{e["name"]: e["value"] for e in init["env"]}}
+        cases = {(): "seeded", ("config.yml",): "kept", ("config.yaml",): "kept",
+                 ("config.yml", "config.yaml"): "kept"}
+        for existing, want in cases.items():
+            d = tempfile.mkdtemp()
+            try:
+                os.makedirs(os.path.join(d, "config"))
+                os.makedirs(os.path.join(d, "seed"))
+                for name in ("config.yml", "config-0.16.yml"):
+                    with open(os.path.join(d, "seed", name), "w") as fh:
+                        fh.write(f"seed {name}\n")
                 for name in existing:
-                    with open(os.path.join(d, "config", name)) as fh:
-                        assert fh.read() == "mine\n"
-        finally:
-            shutil.rmtree(d)
+                    with open(os.path.join(d, "config", name), "w") as fh:
+                        fh.write("mine\n")
+                s = script.replace("/config/", d + "/config/").replace("/seed/", d + "/seed/")
+                subprocess.run(["sh", "-c", s], check=True, capture_output=True, env=env)
+                names = sorted(os.listdir(os.path.join(d, "config")))
+                if want == "seeded":
+                    assert names == ["config.yml"]
+                    with open(os.path.join(d, "config/config.yml")) as fh:
+                        assert fh.read() == f"seed {seed}\n"
+                else:
+                    assert names == sorted(existing), (existing, names)
+                    for name in existing:
+                        with open(os.path.join(d, "config", name)) as fh:
+                            assert fh.read() == "mine\n"
+            finally:
+                shutil.rmtree(d)
 
 
 def affinity(overlay):
@@ -338,3 +403,201 @@ def test_pcie_overlays_follow_libedgetpu_numbering_on_four_tpus():
         assert nfd.affinity_matches(affinity("pcie-dual"), labels)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- Frigate 0.17.2: IPv6 the native way, TLS kept ---------------------------------------
+
+def listen_settings_017(config: dict) -> str:
+    """What 0.17.2's docker/main/rootfs/usr/local/nginx/get_listen_settings.py prints for
+    a config: the `tls:` section ({"enabled": true} when there is none) and
+    networking.ipv6 ({"enabled": false} when there is none). A `networking:` that is
+    null makes it fail (AttributeError), and the container with it: so does this."""
+    return json.dumps({"tls": config.get("tls", {"enabled": True}),
+                       "ipv6": config.get("networking", {}).get("ipv6", {"enabled": False})})
+
+
+def served_template(objs) -> str:
+    """The listen template Frigate's nginx renders in this Deployment: an override
+    mounted over /usr/local/nginx/templates/listen.gotmpl if there is one, else the
+    image's own (0.17.2's, as modelled)."""
+    spec = find(objs, "Deployment", "frigate")["spec"]["template"]["spec"]
+    c = next(c for c in spec["containers"] if c["name"] == "frigate")
+    mount = next((m for m in c.get("volumeMounts", [])
+                  if m["mountPath"] == "/usr/local/nginx/templates/listen.gotmpl"), None)
+    if mount is None:
+        return TEMPLATE_017
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    cm = find(objs, "ConfigMap", vol["configMap"]["name"].rsplit("-", 1)[0])
+    with tempfile.NamedTemporaryFile("w", suffix=".gotmpl", delete=False) as fh:
+        fh.write(cm["data"][mount["subPath"]])
+    return fh.name
+
+
+def check_017_serves(objs):
+    """Frigate 0.17.2 as this Deployment starts it, with its seeded config: HTTPS on 8971
+    and HTTP on 5000, over 127.0.0.1 and ::1."""
+    assert frigate_images(objs) == {FRIGATE_IMAGE}
+    config = seed_configs(objs)["config.yml"]
+    conf = render_listen(listen_settings_017(config), served_template(objs))
+    n = Nginx(conf)
+    try:
+        t = n.test_config()
+        assert t.returncode == 0, t.stderr
+        n.start()
+        assert ipv6_loopback(), "no IPv6 loopback here: the dual-stack half cannot run"
+        for host in ["127.0.0.1", "::1"]:
+            assert get(host, 5000, False)[0] == 200, host
+            try:
+                status, headers, _ = get(host, 8971, True)
+            except (ssl.SSLError, ConnectionError, OSError) as e:
+                raise AssertionError(f"{host}:8971 does not serve HTTPS: {e}")
+            assert status == 200 and headers.get("Strict-Transport-Security"), host
+    finally:
+        n.stop()
+
+
+@pytest.mark.parametrize("name", ["frigate-base", *OVERLAYS])
+def test_0_17_serves_https_and_http_on_both_families(name):
+    check_017_serves(render(name))
+
+
+def test_a_0_16_override_left_mounted_on_0_17_fails():
+    """The upgrade trap: the 0.16 template left mounted on the 0.17.2 image renders with
+    0.17's data as plain HTTP on 8971 (nginx starts, probes pass). The check above fails."""
+    objs = copy.deepcopy(render_with("deploy/frigate/overlays/pcie", COMPONENT_016))
+    spec = find(objs, "Deployment", "frigate")["spec"]["template"]["spec"]
+    for c in spec["containers"] + spec["initContainers"]:
+        c["image"] = FRIGATE_IMAGE
+    with pytest.raises(AssertionError) as e:
+        check_017_serves(objs)
+    print(e.value)
+
+
+def test_the_0_17_template_model_follows_its_data():
+    """The model answers to the helper's data as 0.17.2's template does: no IPv6 without
+    networking.ipv6.enabled, plain 8971 with tls disabled or `tls: {}`."""
+    def listens(data):
+        return sorted(l.strip() for l in render_listen(json.dumps(data), TEMPLATE_017).splitlines()
+                      if l.strip().startswith("listen"))
+    assert listens({"tls": {"enabled": True}, "ipv6": {"enabled": False}}) == [
+        "listen 5000;", "listen 8971 ssl;"]
+    assert listens({"tls": {"enabled": False}, "ipv6": {"enabled": True}}) == [
+        "listen 5000;", "listen 8971;", "listen [::]:5000;", "listen [::]:8971;"]
+    assert listens({"tls": {}, "ipv6": {"enabled": False}}) == ["listen 5000;", "listen 8971;"]
+
+
+# --- /dev/shm ---------------------------------------------------------------------------
+
+def shm_mib_017(cameras: list[tuple[int, int]]) -> int:
+    """Frigate 0.17.2's minimum /dev/shm in MiB (frigate/util/services.py,
+    calculate_shm_requirements): 50 MiB, plus 20 frames per enabled camera of
+    round((w * h * 1.5 + 270480) / 2^20, 1) MiB, plus the same for two 720p cameras it
+    keeps room for."""
+    per = lambda w, h: round((w * h * 1.5 + 270480) / 1048576, 1)
+    total = sum(per(w, h) for w, h in cameras) + 2 * per(1280, 720)
+    return round(50 + total * 20)
+
+
+def test_shm_fits_the_cameras_the_comment_states():
+    with open(os.path.join(REPO, "deploy/frigate/base/deployment.yaml")) as fh:
+        text = fh.read()
+    m = re.search(r"(\d+)Mi fits (\d+)\s+#?\s*1080p cameras", re.sub(r"\s+#\s+", " ", text))
+    assert m, "the /dev/shm comment states how many 1080p cameras fit"
+    size, cameras = int(m.group(1)), int(m.group(2))
+    dep = find(render("frigate-base"), "Deployment", "frigate")["spec"]["template"]["spec"]
+    shm = next(v for v in dep["volumes"] if v["name"] == "dshm")["emptyDir"]
+    assert shm["sizeLimit"] == f"{size}Mi"
+    need = shm_mib_017([(1920, 1080)] * cameras)
+    assert need == 50 + 64 * (cameras + 1), need
+    # With margin: logs and go2rtc's files live there too.
+    assert need <= 0.8 * size, (need, size)
+    assert shm_mib_017([(1920, 1080)] * (cameras + 2)) > size * 0.8
+
+
+# --- the USB overlay ----------------------------------------------------------------------
+
+def test_usb_overlay_never_schedules_where_usb_could_be_a_broken_stick():
+    """Two Coral sticks, one of them broken (its node missing): `device: usb` is
+    libedgetpu's first stick, ready or not, so the overlay must not schedule there; on
+    the same node with only the working stick, it does."""
+    base = tempfile.mkdtemp()
+    try:
+        sys_root = os.path.join(base, "sys")
+        shutil.copytree(os.path.join(FIXTURES, "usb-app-usb2", "sys"), sys_root, symlinks=True)
+        dev = os.path.join(base, "dev")
+        os.makedirs(dev)
+        FIXTURES_SCRIPT.make_nodes(os.path.join(FIXTURES, "usb-app-usb2", "dev.list"), dev)
+        devices = os.path.join(sys_root, "bus/usb/devices")
+        first = next(n for n in sorted(os.listdir(devices))
+                     if os.path.exists(os.path.join(devices, n, "idVendor"))
+                     and open(os.path.join(devices, n, "idVendor")).read().strip() == "18d1")
+        real = os.path.realpath(os.path.join(devices, first))
+        second = os.path.join(os.path.dirname(real), "1-9")
+        shutil.copytree(real, second, symlinks=True)
+        with open(os.path.join(second, "devnum"), "w") as fh:
+            fh.write("99\n")
+        with open(os.path.join(second, "dev"), "w") as fh:
+            fh.write("189:98\n")
+        os.symlink(os.path.relpath(second, devices), os.path.join(devices, "1-9"))
+
+        def labels():
+            out = subprocess.run([binary(), "--sysfs-root", sys_root, "--dev-root", dev], check=True,
+                                 capture_output=True, text=True).stdout
+            return nfd.node_features(sys_root, out)[1]
+        two = labels()
+        p = "feature.node.kubernetes.io/coral-tpu."
+        assert (two[p + "usb.count"], two[p + "usb.ready.count"]) == ("2", "1")
+        assert not nfd.affinity_matches(affinity("usb"), two)
+        cfg = subprocess.run([binary(), "frigate-config", "--sysfs-root", sys_root, "--dev-root", dev],
+                             capture_output=True, text=True)
+        assert cfg.returncode == 3 and "detectors" not in (yaml.safe_load(cfg.stdout) or {})
+        os.remove(os.path.join(devices, "1-9"))
+        one = labels()
+        assert nfd.affinity_matches(affinity("usb"), one)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- optional components ------------------------------------------------------------------
+
+def frigate_spec(objs):
+    spec = find(objs, "Deployment", "frigate")["spec"]["template"]["spec"]
+    return spec, next(c for c in spec["containers"] if c["name"] == "frigate")
+
+
+def test_tls_secret_component():
+    """A Secret's tls.crt and tls.key at the paths Frigate's nginx reads; the run script
+    then makes no certificate of its own."""
+    spec, c = frigate_spec(render_with("deploy/frigate/overlays/coral-device-plugin",
+                                       "deploy/frigate/components/tls-secret"))
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/letsencrypt/live/frigate")
+    assert mount["readOnly"] is True
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert vol["secret"]["secretName"] == "frigate-tls"
+    assert {i["key"]: i["path"] for i in vol["secret"]["items"]} == {
+        "tls.crt": "fullchain.pem", "tls.key": "privkey.pem"}
+
+
+def test_external_service_component():
+    objs = render_with("deploy/frigate/overlays/coral-device-plugin",
+                       "deploy/frigate/components/external-service")
+    svc = find(objs, "Service", "frigate-external")
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["ipFamilyPolicy"] in ("PreferDualStack", "RequireDualStack")
+    ports = {(p["port"], p["protocol"]) for p in svc["spec"]["ports"]}
+    assert ports == {(8971, "TCP"), (8554, "TCP"), (8555, "TCP"), (8555, "UDP")}
+    assert svc["spec"]["selector"] == {"app.kubernetes.io/name": "frigate"}
+    # The ClusterIP Service stays, and neither publishes the unauthenticated 5000.
+    internal = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "frigate")
+    assert internal["spec"].get("type", "ClusterIP") == "ClusterIP"
+    for s in (o for o in objs if o["kind"] == "Service"):
+        assert 5000 not in {p["port"] for p in s["spec"]["ports"]}
+
+
+def test_intel_gpu_component_asks_a_device_plugin_not_the_host():
+    spec, c = frigate_spec(render_with("deploy/frigate/overlays/coral-device-plugin",
+                                       "deploy/frigate/components/intel-gpu"))
+    assert c["resources"]["limits"]["gpu.intel.com/i915"] == "1"
+    assert c["resources"]["limits"]["coral.ai/tpu"] == "1"
+    assert not c["securityContext"].get("privileged")
+    assert not any("hostPath" in v for v in spec["volumes"])

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 
+import copy
+
 import kubernetes_validate
 import pytest
 import yaml
 
 import nfd
-from conftest import FIXTURES, KUSTOMIZATIONS, REPO, binary, coral_nfd, find, render, scenarios
+import promop
+from conftest import (FIXTURES, FRIGATE_WITH, KUSTOMIZATIONS, REPO, binary, coral_nfd, find, objects,
+                      render, render_with, scenarios, static_binary)
 
 K8S_VERSION = "1.37.0"
 P = "feature.node.kubernetes.io/"
@@ -18,13 +22,34 @@ P = "feature.node.kubernetes.io/"
 
 # --- rendering and schemas ------------------------------------------------------------
 
+def validate(o: dict):
+    """Strictly (unknown fields are errors): against the Kubernetes OpenAPI schemas, or
+    for the Prometheus operator's custom resources, against models of their CRDs."""
+    if o["kind"] in promop.MODELS:
+        promop.MODELS[o["kind"]].model_validate(o)
+    else:
+        kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+
+
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
 def test_renders_and_validates_strictly(name):
     objs = render(name)
     assert objs, f"{name} rendered nothing"
     for o in objs:
-        # Unknown fields are errors (strict), against the Kubernetes OpenAPI schemas.
-        kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+        validate(o)
+
+
+@pytest.mark.parametrize("name", sorted(FRIGATE_WITH))
+def test_frigate_components_render_and_validate(name):
+    for o in objects(name):
+        validate(o)
+
+
+def test_a_misspelt_field_in_a_custom_resource_is_caught():
+    pm = copy.deepcopy(find(render("monitoring"), "PodMonitor", "coral-nfd"))
+    pm["spec"]["podMetricsEndpoint"] = pm["spec"].pop("podMetricsEndpoints")
+    with pytest.raises(Exception):
+        validate(pm)
 
 
 def load_yaml(path):
@@ -92,7 +117,9 @@ def test_the_kustomization_builds_on_nfd_v0_19_and_the_component():
     remote = [r for r in k["resources"] if r.startswith("https://")]
     assert remote == ["https://github.com/kubernetes-sigs/node-feature-discovery/"
                       "deployment/overlays/default?ref=v0.19.0"]
-    assert "nodefeaturerule.yaml" in k["resources"]
+    # The rule is applied on its own, once NFD's CRDs are established: in one apply with
+    # them, a fresh cluster refuses it (docs/nfd.md, the README's step 3).
+    assert "nodefeaturerule.yaml" not in k["resources"]
     assert k["components"] == ["worker-config"]
     comp = load_yaml("nfd-config/worker-config/kustomization.yaml")
     gen = comp["configMapGenerator"][0]
@@ -305,18 +332,25 @@ def test_frigate_base():
     assert vols[mounts["/tmp/cache"]["name"]]["emptyDir"]["medium"] == "Memory"
     assert "persistentVolumeClaim" in vols[mounts["/config"]["name"]]
     assert "persistentVolumeClaim" in vols[mounts["/media/frigate"]["name"]]
-    tmpl = mounts["/usr/local/nginx/templates/listen.gotmpl"]
-    assert tmpl["subPath"] == "listen.gotmpl"
+    # Frigate 0.17 listens on IPv6 by its own setting: no template override.
+    assert "/usr/local/nginx/templates/listen.gotmpl" not in mounts
     svc = find(objs, "Service", "frigate")
     assert svc["spec"]["ipFamilyPolicy"] == "PreferDualStack"
     # The seed config is copied into /config only when absent.
     init = pod["initContainers"][0]
     script = " ".join(init["command"])
-    assert "/config/config.yaml" in script and "cp /seed/config.yml /config/config.yml" in script
+    assert "/config/config.yaml" in script and 'cp "/seed/${SEED_CONFIG}" /config/config.yml' in script
+    assert init["env"] == [{"name": "SEED_CONFIG", "value": "config.yml"}]
 
 
 def test_nginx_template_binds_dual_stack():
-    cm = find(render("frigate-base"), "ConfigMap", "frigate-nginx-templates")
+    """Frigate 0.16 only (the frigate-0.16 component): the seed's template override."""
+    objs = render_with("deploy/frigate/overlays/pcie", "deploy/frigate/components/frigate-0.16")
+    cm = find(objs, "ConfigMap", "frigate-nginx-templates")
+    c = next(c for c in find(objs, "Deployment", "frigate")["spec"]["template"]["spec"]["containers"]
+             if c["name"] == "frigate")
+    tmpl = next(m for m in c["volumeMounts"] if m["mountPath"] == "/usr/local/nginx/templates/listen.gotmpl")
+    assert tmpl["subPath"] == "listen.gotmpl" and tmpl["readOnly"] is True
     lines = [l.strip() for l in cm["data"]["listen.gotmpl"].splitlines()]
     listens = [l for l in lines if l.startswith("listen ")]
     assert "listen [::]:8971 ipv6only=off;" in listens
@@ -376,7 +410,10 @@ def test_sidecar_shares_features_d_with_nfd_worker():
     assert names == ["nfd-worker", "coral-nfd"]
     worker, sidecar = pod["containers"]
     check_coral_nfd_container(sidecar, pod)
-    assert sidecar["image"] == "registry.example.com/coral-nfd:0.1.0"
+    # The image of the one image component (test_images.py), pulled only when missing.
+    assert sidecar["image"] == find(render("coral-nfd"), "DaemonSet", "coral-nfd")["spec"][
+        "template"]["spec"]["containers"][0]["image"]
+    assert sidecar["imagePullPolicy"] == "IfNotPresent"
     wm = {m["name"]: m for m in worker["volumeMounts"]}
     sm = {m["name"]: m for m in sidecar["volumeMounts"]}
     assert wm["features-d"]["readOnly"] is True and not sm["features-d"].get("readOnly")
@@ -386,12 +423,7 @@ def test_sidecar_shares_features_d_with_nfd_worker():
 # --- the binary in the image -----------------------------------------------------------
 
 def test_static_release_build_runs_and_is_not_dynamically_linked():
-    target = "x86_64-unknown-linux-gnu"
-    env = {**os.environ, "RUSTFLAGS": "-C target-feature=+crt-static",
-           "CARGO_TARGET_DIR": os.path.join(REPO, "target", "static")}
-    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--target", target],
-                   cwd=REPO, env=env, check=True)
-    exe = os.path.join(REPO, "target", "static", target, "release", "coral-nfd")
+    exe = static_binary()
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
     assert out.startswith("coral-nfd ")
     headers = subprocess.run(["readelf", "-lW", exe], capture_output=True, text=True, check=True).stdout

@@ -7,10 +7,10 @@ from __future__ import annotations
 import yaml
 
 import pss
-from conftest import find, render
+from conftest import FRIGATE_WITH, find, objects, render
 
-FRIGATE_OVERLAYS = ["pcie", "pcie-dual", "usb", "device-plugin", "coral-device-plugin"]
-PRIVILEGED_OVERLAYS = {"pcie", "pcie-dual", "usb"}
+FRIGATE_OVERLAYS = ["pcie", "pcie-dual", "usb", "device-plugin", "coral-device-plugin", *FRIGATE_WITH]
+PRIVILEGED_OVERLAYS = {"pcie", "pcie-dual", "usb", "pcie+frigate-0.16"}
 
 
 def pods(objs):
@@ -21,7 +21,7 @@ def pods(objs):
 
 def test_every_frigate_namespace_admits_its_pods_at_the_strictest_level():
     for overlay in FRIGATE_OVERLAYS:
-        objs = render(overlay)
+        objs = objects(overlay)
         ns = find(objs, "Namespace", "frigate")
         labels = ns["metadata"]["labels"]
         enforce = labels["pod-security.kubernetes.io/enforce"]
