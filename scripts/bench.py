@@ -17,6 +17,8 @@ RSS) and strace (syscall count). Not part of the test run. Trees are generated i
 8. device plugin: TPU status change -> the kubelet stand-in sees its health change, and
    the plugin's peak RSS (scripts/bench_device_plugin.py; grpcio from target/pyenv,
    which `bash scripts/test.sh` installs)
+9. metrics: the daemon's resident memory at rest with and without --metrics-address,
+   and the time of a scrape (GET /metrics) on the realistic tree
 """
 
 from __future__ import annotations
@@ -307,6 +309,44 @@ def device_plugin():
     row("device plugin", "peak RSS of `coral-nfd device-plugin`", rss.replace("peak RSS ", ""))
 
 
+def metrics(tree: str, dev: str):
+    print("9. metrics endpoint", flush=True)
+    import socket
+    import urllib.request
+
+    def rss_kib(pid) -> int:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS:"))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as out:
+        base = [RELEASE, "--sysfs-root", os.path.join(tree, "sys"), "--dev-root", dev,
+                "--sleep-interval", "60s"]
+        rss = {}
+        for name, extra in [("off", []), ("on", ["--metrics-address", f"127.0.0.1:{port}"])]:
+            p = subprocess.Popen(base + ["--output-file", os.path.join(out, name), *extra],
+                                 stderr=subprocess.DEVNULL)
+            time.sleep(2.5)
+            if extra:
+                url = f"http://127.0.0.1:{port}/metrics"
+                lat = []
+                for _ in range(200):
+                    t0 = time.perf_counter()
+                    with urllib.request.urlopen(url, timeout=5) as r:
+                        body = r.read()
+                    lat.append(time.perf_counter() - t0)
+                lat.sort()
+                row("metrics", f"scrape (GET /metrics, {len(body)} bytes) on the realistic tree, 200 scrapes",
+                    f"p50 {lat[100] * 1e3:.2f} ms, p99 {lat[197] * 1e3:.2f} ms")
+            rss[name] = rss_kib(p.pid)
+            p.terminate()
+            p.wait()
+        row("metrics", "daemon resident memory at rest, metrics off / on (after 200 scrapes)",
+            f"{rss['off'] / 1024:.1f} MiB / {rss['on'] / 1024:.1f} MiB")
+
+
 def binary():
     print("6. release binary", flush=True)
     row("binary", "target/release/coral-nfd (LTO, stripped)", f"{os.path.getsize(RELEASE) / 1024:.0f} KiB")
@@ -339,6 +379,7 @@ def main():
     binary()
     nfd_latency()
     device_plugin()
+    metrics(tree, dev)
 
     print()
     print(f"Machine: {machine()}")

@@ -93,7 +93,7 @@ pub enum Command {
     /// scan was incomplete), 3 no Coral device found, 2 usage error, 4 the report could
     /// not be written to stdout.
     Doctor {
-        /// One JSON document (schema_version 1, see the README) instead of text.
+        /// One JSON document (schema_version 1, see docs/command-line.md) instead of text.
         #[arg(long)]
         json: bool,
     },

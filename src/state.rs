@@ -1,5 +1,5 @@
 //! Readiness: pure functions from an [`Inventory`] to a verdict per device. The rules
-//! are the ones in the README ("What counts as a device, and when it is ready").
+//! are the ones in docs/labels.md ("What counts as a device, and when it is ready").
 
 use crate::model::{
     ApexDevice, Attr, Inventory, Node, PcieFunction, Status, TEMP_NOT_ANSWERING, UsbDevice,
@@ -103,7 +103,7 @@ pub fn apex_of<'a>(inv: &'a Inventory, f: &PcieFunction) -> Option<&'a ApexDevic
 
 /// The old staging driver: the module, or the class device, says version `1.0` (the
 /// version gasket-driver left behind when it moved out of the kernel; the staging
-/// driver has no `temp` files either, see the README).
+/// driver has no `temp` files either, see docs/labels.md).
 pub fn is_staging_driver(inv: &Inventory, apex: Option<&ApexDevice>) -> bool {
     let one_oh = |v: &Attr<String>| v.value().is_some_and(|v| v == "1.0");
     one_oh(&inv.driver_version) || apex.is_some_and(|a| one_oh(&a.driver_version))

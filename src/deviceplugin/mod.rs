@@ -103,10 +103,6 @@ pub fn check_resource_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn is_extended_resource_name(name: &str) -> bool {
-    check_resource_name(name).is_ok()
-}
-
 /// Everything about `--kubelet-dir` that would only fail later, checked before the
 /// plugin starts (usage errors, exit 2).
 fn check_kubelet_dir(dir: &Path) -> Result<(), Fatal> {

@@ -1,4 +1,4 @@
-//! The `doctor --json` document (schema_version 1, described in the README): plain
+//! The `doctor --json` document (schema_version 1, described in docs/command-line.md): plain
 //! serde types, filled in by [`super::diagnose`], rendered by [`super::text`].
 
 use crate::model::UsbMode;
@@ -86,7 +86,7 @@ pub struct DeviceReport {
     pub driver: Option<String>,
     pub apex: Option<String>,
     /// The device string libedgetpu (and Frigate's `device:`) gives this TPU, `pci:N`,
-    /// when its node is a character device (see the README on numbering).
+    /// when its node is a character device (see docs/frigate.md on numbering).
     pub edgetpu_device: Option<String>,
     pub status: Option<String>,
     pub temperature: Option<Temperature>,

@@ -119,6 +119,23 @@ pub fn signal(child: &Child, sig: rustix::process::Signal) {
     rustix::process::kill_process(pid, sig).unwrap();
 }
 
+/// Everything a child said on stderr (piped), once it has exited.
+pub fn stderr_of(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut err).unwrap();
+    }
+    err
+}
+
+/// SIGTERM; the daemon must exit 0 within five seconds; then everything it said.
+pub fn stop_and_log(mut child: Child) -> String {
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+    stderr_of(&mut child)
+}
+
 /// SIGTERM, then the daemon must exit 0 within two seconds.
 pub fn stop_daemon(mut child: Child) {
     signal(&child, rustix::process::Signal::TERM);

@@ -6,10 +6,9 @@
 use crate::bed::*;
 use crate::util::*;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
@@ -117,19 +116,6 @@ fn an_unreadable_sysfs_root_says_permission_denied() {
     assert_eq!(o.status.code(), Some(1), "{err}");
 }
 
-fn log_of(mut child: Child) -> String {
-    signal(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
-}
-
 /// The daemon keeps the last file while the scan is incomplete, says so once (not at
 /// every one-second tick), and writes again when it is whole.
 #[test]
@@ -158,7 +144,7 @@ fn the_daemon_keeps_the_last_file_and_says_so_once() {
     wait_for("the LAMED state once whole", Duration::from_secs(5), || {
         ready_in(&read(&out)) == Some(false)
     });
-    let log = log_of(child);
+    let log = stop_and_log(child);
     let said = log.matches("scan incomplete").count();
     assert_eq!(said, 1, "rate-limited to one line a minute:\n{log}");
     assert!(

@@ -4,7 +4,7 @@
 //! last event triggered a read and that this read is the file on disk.
 //!
 //! `CORAL_NFD_BIN=path cargo test --test it nfd_watch` runs them against another build
-//! (how the README shows they fail on the unpaced writer).
+//! (how docs/nfd.md shows they fail on the unpaced writer).
 
 use crate::bed::*;
 use crate::nfd_model::NfdModel;

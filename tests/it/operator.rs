@@ -7,25 +7,11 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn bed() -> Option<Bed> {
     Bed::new("pcie-ready")
-}
-
-/// SIGTERM, then everything the daemon said on stderr.
-fn stop_and_log(mut child: Child) -> String {
-    signal(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
 }
 
 #[test]
@@ -362,13 +348,7 @@ fn a_removed_staging_directory_does_not_let_a_second_writer_in() {
     fs::rename(&other, &dir).unwrap();
     let status = wait_exit(&mut first, Duration::from_secs(3));
     assert_eq!(status.code(), Some(1));
-    let mut err = String::new();
-    first
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut first);
     assert!(err.contains("lost the lock"), "{err}");
     drop(held);
 }
@@ -398,13 +378,7 @@ fn a_daemon_on_stdout_ends_when_its_reader_goes() {
     signal(&child, rustix::process::Signal::HUP);
     let status = wait_exit(&mut child, Duration::from_secs(5));
     assert_eq!(status.code(), Some(1));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     let last = err.lines().last().unwrap_or_default();
     assert!(
         last.contains("Broken pipe") && last.contains("stopping"),

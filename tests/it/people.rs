@@ -106,7 +106,7 @@ fn doctor_verdict_for_every_scenario() {
     }
 }
 
-/// The documented shape of `doctor --json` (README, "doctor --json").
+/// The documented shape of `doctor --json` (docs/command-line.md, "doctor --json").
 fn check_doctor_shape(v: &Value) {
     let obj = |v: &Value, keys: &[(&str, &str)]| {
         let m = v
@@ -141,6 +141,8 @@ fn check_doctor_shape(v: &Value) {
             ("problem_count", "int"),
             ("exit_code", "int"),
             ("warnings", "arr"),
+            ("unreadable", "arr"),
+            ("next_steps", "arr"),
         ],
     );
     assert_eq!(v["schema_version"], 1);

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 import yaml
@@ -35,6 +36,17 @@ KUSTOMIZATIONS = {
     # has a user list it.
     "monitoring": "tests/k8s/monitoring",
 }
+
+
+def wait(what, cond, limit=10.0, step=0.05):
+    """Polls `cond` until it returns something true (returned), failing after `limit` s."""
+    start = time.monotonic()
+    while True:
+        got = cond()
+        if got:
+            return got
+        assert time.monotonic() - start < limit, f"timed out after {limit} s waiting for {what}"
+        time.sleep(step)
 
 
 def kubectl() -> str:

@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from conftest import REPO
+from conftest import REPO, wait  # noqa: F401 (re-exported for the container tests)
 
 
 @dataclass
@@ -202,17 +202,6 @@ def root_is_read_only(pid: int) -> bool:
             if f[4] == "/":
                 return "ro" in f[5].split(",")
     return False
-
-
-def wait(what, cond, limit=10.0, step=0.05):
-    start = time.monotonic()
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() - start > limit:
-            raise AssertionError(f"timed out after {limit} s waiting for {what}")
-        time.sleep(step)
 
 
 def tempdir(prefix: str) -> str:

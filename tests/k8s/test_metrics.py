@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 import conftest
-from conftest import FIXTURES, FIXTURES_SCRIPT, REPO, binary, find, render
+from conftest import FIXTURES, REPO, binary, find, render, wait
 from kubelet import Kubelet
 
 MONITORING = os.path.join(REPO, "deploy/coral-nfd/components/monitoring")
@@ -42,16 +42,6 @@ def fetch(url: str, timeout=5) -> tuple[int, dict, str]:
             return r.status, dict(r.headers), r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read().decode()
-
-
-def wait(what, cond, limit=10.0, step=0.1):
-    start = time.monotonic()
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() - start < limit, f"timed out after {limit} s waiting for {what}"
-        time.sleep(step)
 
 
 class Labeler:
