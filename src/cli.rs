@@ -431,8 +431,6 @@ fn usage_error(message: String) -> ! {
 }
 
 pub fn run() -> ExitCode {
-    // Before anything opens a file (see there).
-    crate::output::check_stdout();
     let matches = matches();
     refuse_labeler_flags(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());

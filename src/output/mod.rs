@@ -16,7 +16,7 @@
 
 mod sink;
 
-pub use sink::{Sink, SinkError, Stdout, check_stdout, is_gone, to_stdout};
+pub use sink::{Sink, SinkError, Stdout, is_gone, note_stdout_at_start, to_stdout};
 
 use rustix::fs::{FlockOperation, flock};
 use std::fs::{self, File, Permissions};

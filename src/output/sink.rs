@@ -10,25 +10,14 @@ use std::time::Duration;
 /// Whether file descriptor 1 was closed when the program started (`coral-nfd >&-`).
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
-/// Notes whether stdout was closed when the program started (`coral-nfd >&-`). Rust's
-/// runtime puts `/dev/null` on a closed standard descriptor before `main` (opened
-/// read-write, `sanitize_standard_fds` in std), so writes would silently succeed:
-/// "nothing written" would look like success. A shell's `>/dev/null` opens it
-/// write-only, so a read-write `/dev/null` on fd 1 is taken for a closed stdout (the
-/// one shell form that gives the same, `1<>/dev/null`, is taken so too).
-pub fn check_stdout() {
-    use rustix::fs::{FileType, OFlags};
-    let fd = io::stdout();
-    let closed = match rustix::fs::fstat(&fd) {
-        Err(_) => true,
-        Ok(st) => {
-            let null = FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice
-                && (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)) == (1, 3);
-            let read_write =
-                rustix::fs::fcntl_getfl(&fd).is_ok_and(|f| f & OFlags::RWMODE == OFlags::RDWR);
-            null && read_write
-        }
-    };
+/// Notes whether stdout is closed (`coral-nfd >&-`), as it is when the program starts.
+/// Must run before Rust's runtime starts `main`: the runtime puts `/dev/null` on a
+/// closed standard descriptor first (`sanitize_standard_fds` in std), after which a
+/// closed stdout cannot be told from `>/dev/null`, and "nothing written" would pass for
+/// success. The binary calls it from `.init_array` (see `main.rs`); it only asks the
+/// kernel for fd 1's descriptor flags and stores the answer.
+pub extern "C" fn note_stdout_at_start() {
+    let closed = rustix::io::fcntl_getfd(rustix::stdio::stdout()) == Err(rustix::io::Errno::BADF);
     STDOUT_CLOSED.store(closed, Ordering::Relaxed);
 }
 

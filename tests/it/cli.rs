@@ -367,6 +367,17 @@ fn closed_stdout_is_an_error() {
         "{}",
         stderr(&o)
     );
+    // /dev/null is not a closed stdout, however it was opened (Python's DEVNULL and
+    // `1<>` open it read-write, as Rust's runtime does for a closed descriptor).
+    for redirect in [">/dev/null", "1<>/dev/null"] {
+        let script = format!("exec \"$0\" \"$@\" {redirect}");
+        let o = Command::new("sh")
+            .args(["-c", &script, &bin(), "--sysfs-root", sys])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{redirect}: {}", stderr(&o));
+    }
     for sub in ["doctor", "frigate-config"] {
         let o = closed(&[sub]);
         assert_eq!(o.status.code(), Some(4), "{sub}: {}", stderr(&o));
