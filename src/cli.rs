@@ -6,6 +6,7 @@ use crate::commands;
 use crate::label::Prefix;
 use crate::labeler::{self, Options, Output};
 use crate::log::{self, LogFormat};
+use crate::origin;
 use crate::output::NFD_GAP;
 use crate::root::Root;
 use clap::parser::ValueSource;
@@ -287,9 +288,11 @@ fn parse_expiry(s: &str) -> Result<Duration, String> {
 }
 
 impl Labeler {
-    /// The least expiry daemon mode accepts for `interval`.
-    fn min_daemon_expiry(interval: Duration) -> Duration {
-        interval * 2 + EXPIRY_MARGIN
+    /// The least expiry daemon mode accepts for `interval` and the pacing gap: the
+    /// refresh comes when half the expiry is left and may wait for the gap, so a gap
+    /// longer than the default needs twice its excess on top.
+    fn min_daemon_expiry(interval: Duration, gap: Duration) -> Duration {
+        interval * 2 + EXPIRY_MARGIN + gap.saturating_sub(NFD_GAP) * 2
     }
 
     /// The pipeline's options, defaults applied and checked against each other.
@@ -299,20 +302,31 @@ impl Labeler {
             Some(p) => Output::File(p.clone()),
             None => Output::Stdout,
         };
+        let write_gap = self.write_gap.unwrap_or(NFD_GAP);
+        let least = |interval| Self::min_daemon_expiry(interval, write_gap);
         let expiry = match (self.expiry, self.sleep_interval) {
             (Some(d), _) if d.is_zero() => None,
-            (Some(d), Some(interval)) if d < Self::min_daemon_expiry(interval) => {
+            (Some(d), Some(interval)) if d < least(interval) => {
+                let gap = match write_gap.saturating_sub(NFD_GAP) {
+                    excess if excess.is_zero() => String::new(),
+                    excess => format!(
+                        " + 2 x {} of --write-gap above the default",
+                        humantime::format_duration(excess)
+                    ),
+                };
                 return Err(format!(
-                    "--expiry {} would let the labels expire under a running daemon: with \
-                     --sleep-interval {} it must be at least {} (2 x interval + {})",
+                    "{} {} would let the labels expire under a running daemon: with \
+                     {} {} it must be at least {} (2 x interval + {}{gap})",
+                    origin::flag_name("--expiry"),
                     humantime::format_duration(d),
+                    origin::flag_name("--sleep-interval"),
                     humantime::format_duration(interval),
-                    humantime::format_duration(Self::min_daemon_expiry(interval)),
+                    humantime::format_duration(least(interval)),
                     humantime::format_duration(EXPIRY_MARGIN)
                 ));
             }
             (Some(d), _) => Some(d),
-            (None, Some(interval)) => Some((interval * 3).max(Self::min_daemon_expiry(interval))),
+            (None, Some(interval)) => Some((interval * 3).max(least(interval))),
             (None, None) => None,
         };
         if self.remove_on_exit && output == Output::Stdout {
@@ -324,7 +338,7 @@ impl Labeler {
             sleep_interval: self.sleep_interval,
             expiry,
             remove_on_exit: self.remove_on_exit,
-            write_gap: self.write_gap.unwrap_or(NFD_GAP),
+            write_gap,
             metrics: self.metrics_address,
         })
     }
@@ -377,51 +391,7 @@ fn matches() -> ArgMatches {
     }
     Cli::command()
         .try_get_matches()
-        .unwrap_or_else(|e| name_the_variable(e).exit())
-}
-
-/// A bad value that came from an environment variable is reported with that variable's
-/// name: in a DaemonSet nobody typed the flag clap would name.
-fn name_the_variable(e: clap::Error) -> clap::Error {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if !matches!(
-        e.kind(),
-        ErrorKind::ValueValidation | ErrorKind::InvalidValue
-    ) {
-        return e;
-    }
-    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
-        return e;
-    };
-    let flag = arg
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let cmd = Cli::command();
-    let Some(a) = cmd
-        .get_arguments()
-        .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag))
-    else {
-        return e;
-    };
-    let Some(var) = a.get_env().and_then(|v| v.to_str()) else {
-        return e;
-    };
-    let on_command_line = std::env::args_os().skip(1).any(|w| {
-        let w = w.to_string_lossy();
-        w == flag || w.starts_with(&format!("{flag}="))
-    });
-    if on_command_line || std::env::var_os(var).is_none() {
-        return e;
-    }
-    let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or_default();
-    let detail = first.strip_prefix("error: ").unwrap_or(first).replace(
-        &format!("for '{arg}'"),
-        &format!("in {var} (the environment's {flag})"),
-    );
-    Cli::command().error(ErrorKind::ValueValidation, detail)
+        .unwrap_or_else(|e| origin::name_the_variable(&Cli::command(), e).exit())
 }
 
 fn usage_error(message: String) -> ! {

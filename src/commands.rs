@@ -67,11 +67,15 @@ pub fn frigate_config(sys: &Root, dev: &Root) -> Result<ExitCode, Fatal> {
     let config = frigate::detectors(&scan.inventory);
     log::warnings(&config.warnings);
     print_or(&config.yaml, EXIT_NO_OUTPUT)?;
-    Ok(if config.detectors == 0 {
-        ExitCode::from(EXIT_NONE_READY)
-    } else {
-        ExitCode::SUCCESS
-    })
+    if config.detectors == 0 {
+        // The YAML says so in a comment; someone piping it into a file sees this.
+        log::warning(
+            "no Coral TPU is ready: the config has no detectors (Frigate keeps its CPU \
+             detector); `coral-nfd doctor` says why",
+        );
+        return Ok(ExitCode::from(EXIT_NONE_READY));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn snapshot(sys: &Root, dev: &Root, output: &Path, force: bool) -> Result<ExitCode, Fatal> {

@@ -63,22 +63,31 @@ struct Written {
     expires: Option<SystemTime>,
 }
 
-/// Whether the file must be rewritten: content changed, or less than half the expiry
-/// is left (so NFD never drops labels of a labeler that is still running).
+/// How long until the file written last must be refreshed: when half its expiry is
+/// left (so NFD never drops labels of a labeler that is still running). `None`: it
+/// has no expiry, or there is no file yet.
+fn refresh_in(
+    last: Option<&Written>,
+    expiry: Option<Duration>,
+    now: SystemTime,
+) -> Option<Duration> {
+    let (at, expiry) = (last?.expires?, expiry?);
+    Some(
+        at.duration_since(now)
+            .unwrap_or_default()
+            .saturating_sub(expiry / 2),
+    )
+}
+
+/// Whether the file must be rewritten: content changed, or its refresh is due.
 fn needs_write(
     last: Option<&Written>,
     body: &str,
     expiry: Option<Duration>,
     now: SystemTime,
 ) -> bool {
-    let Some(last) = last else { return true };
-    if last.body != body {
-        return true;
-    }
-    match (last.expires, expiry) {
-        (Some(at), Some(expiry)) => at.duration_since(now).unwrap_or_default() < expiry / 2,
-        _ => false,
-    }
+    let Some(l) = last else { return true };
+    l.body != body || refresh_in(last, expiry, now).is_some_and(|d| d.is_zero())
 }
 
 struct Loop<'a> {
@@ -91,6 +100,8 @@ struct Loop<'a> {
     forced: bool,
     /// The scan problem last said, and when (`None`: scans are fine).
     problem: Option<(ScanError, Instant)>,
+    /// The lock problem last said, and when.
+    lock_problem: Option<(String, Instant)>,
 }
 
 impl Loop<'_> {
@@ -103,12 +114,14 @@ impl Loop<'_> {
         }
     }
 
-    /// Still the only writer? Takes the lock again on a staging directory that was
-    /// removed; another writer having taken it ends the daemon.
-    fn check_lock(&mut self) -> Result<(), String> {
-        match self.out.check_lock() {
+    /// Still the only writer, and still read? Takes the lock again on a staging
+    /// directory that was removed; another writer having taken it, or a stdout whose
+    /// reader went away, ends the daemon.
+    fn check_output(&mut self) -> Result<(), String> {
+        match self.out.check() {
             Ok(false) => Ok(()),
             Ok(true) => {
+                self.lock_problem = None;
                 log::warning(format_args!(
                     "{}: its staging directory was removed or replaced; locked it again",
                     self.out.name()
@@ -116,8 +129,15 @@ impl Loop<'_> {
                 Ok(())
             }
             Err(e) if e.fatal => Err(e.message),
+            // Tried again at every wake-up; said once a minute, or when it changes.
             Err(e) => {
-                log::error(e);
+                let say = self.lock_problem.as_ref().is_none_or(|(last, t)| {
+                    *last != e.message || t.elapsed() >= PROBLEM_WARNING_EVERY
+                });
+                if say {
+                    log::error(&e);
+                    self.lock_problem = Some((e.message, Instant::now()));
+                }
                 Ok(())
             }
         }
@@ -200,6 +220,10 @@ impl Loop<'_> {
                 "{e}; retrying in {}",
                 humantime::format_duration(self.config.interval)
             ));
+            // Written again at the next interval, as after a failed write, and counted as
+            // one: nothing reached the file.
+            self.observe(|o| o.stats.writes_failure += 1);
+            self.last = None;
             return Ok(None);
         }
         let due = self.out.due_in();
@@ -284,13 +308,14 @@ pub fn run(
         last_warnings: Warnings::default(),
         forced: false,
         problem: None,
+        lock_problem: None,
     };
     let mut stopping = false;
     let mut pending = None;
     let mut scan_due = true;
     let mut wait = Duration::ZERO;
     loop {
-        l.check_lock()?;
+        l.check_output()?;
         if scan_due {
             pending = l.step(scan())?;
             if stopping {
@@ -303,7 +328,18 @@ pub fn run(
                     None => break,
                 }
             }
-            wait = pending.map_or(config.interval, |d| d.min(config.interval));
+            // The next scan: the interval, sooner when a write is pending or the file's
+            // refresh falls due first (a rescan in between must not put it off).
+            // (Not while scans cannot be published: nothing would be written then, and
+            // the refresh would only be due again at once.)
+            let refresh = match l.problem {
+                None => refresh_in(l.last.as_ref(), config.expiry, SystemTime::now()),
+                Some(_) => None,
+            };
+            wait = [pending, refresh]
+                .into_iter()
+                .flatten()
+                .fold(config.interval, Duration::min);
         }
         scan_due = true;
         let waiting = Instant::now();
@@ -350,13 +386,22 @@ mod tests {
         assert!(needs_write(None, "a=1\n", None, now));
         assert!(!needs_write(Some(&w), "a=1\n", Some(3 * minute), now));
         assert!(needs_write(Some(&w), "a=2\n", Some(3 * minute), now));
-        // 1.5 minutes left of 3: refresh.
+        // 1.5 minutes left of 3: refresh, and not a moment later than that.
         assert!(needs_write(
             Some(&w),
             "a=1\n",
             Some(3 * minute),
-            now + 91 * minute / 60
+            now + 90 * minute / 60
         ));
+        assert_eq!(
+            refresh_in(Some(&w), Some(3 * minute), now),
+            Some(90 * minute / 60)
+        );
+        assert_eq!(
+            refresh_in(Some(&w), Some(3 * minute), now + 2 * minute),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(refresh_in(None, Some(3 * minute), now), None);
         let no_expiry = Written {
             body: "a=1\n".into(),
             content: String::new(),

@@ -204,26 +204,43 @@ pub fn watch_entry(dir: &Path, name: &OsStr, tx: Sender<Event>) -> io::Result<()
         .spawn(move || {
             let mut buf = [0u8; 4096];
             loop {
-                let Ok(events) = inotify.read_events_blocking(&mut buf) else {
-                    return;
+                let events = match inotify.read_events_blocking(&mut buf) {
+                    Ok(events) => events,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
                 };
                 let mut ours = false;
                 let mut gone = false;
+                let mut moved = Vec::new();
                 for e in events {
                     ours |= e.name == Some(name.as_os_str())
                         || e.mask.intersects(
                             EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::Q_OVERFLOW,
                         );
                     gone |= e.mask.contains(EventMask::IGNORED);
+                    if e.mask.contains(EventMask::MOVE_SELF) {
+                        moved.push(e.wd);
+                    }
+                }
+                // A watch follows the inode: after a rename it watches the directory
+                // under its new name, and whatever appears at the path goes unseen.
+                for wd in moved {
+                    let _ = inotify.watches().remove(wd);
+                    gone = true;
                 }
                 if ours && tx.send(Event::Output).is_err() {
                     return;
                 }
-                // The directory itself went: watch it again once it is back (the daemon
-                // makes it again at its next write).
-                while gone {
-                    std::thread::sleep(ROOT_RETRY);
-                    gone = inotify.watches().add(&dir, mask).is_err();
+                // The directory itself went: watch the path again once it is back (the
+                // daemon makes it again at its next write), and have the lock checked
+                // once more, as the entry may have come with it.
+                if gone {
+                    while inotify.watches().add(&dir, mask).is_err() {
+                        std::thread::sleep(ROOT_RETRY);
+                    }
+                    if tx.send(Event::Output).is_err() {
+                        return;
+                    }
                 }
             }
         })?;

@@ -31,6 +31,7 @@ pub mod labeler;
 pub mod log;
 pub mod metrics;
 pub mod model;
+pub mod origin;
 pub mod output;
 pub mod parse;
 pub mod render;

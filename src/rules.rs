@@ -15,8 +15,8 @@ const RULES: &str = r#"# NodeFeatureRule for Coral Edge TPUs, for node-feature-d
 # the rules for it: `coral-nfd rules --label-prefix example.com/ | kubectl apply -f -`.
 #
 # The first two rules need only NFD's own pci and usb sources: they label where the
-# hardware is, even before coral-nfd runs (the seed's has-pcie-tpu label, kept). The
-# others combine NFD's features with what coral-nfd writes to features.d
+# hardware is, even before coral-nfd runs (has-pcie-tpu, the label of the write-up
+# this project started from, kept). The others combine NFD's features with what coral-nfd writes to features.d
 # (`local.feature`, keys exactly as written, i.e. with the label prefix).
 apiVersion: nfd.k8s-sigs.io/v1alpha1
 kind: NodeFeatureRule
@@ -98,8 +98,8 @@ spec:
               matchExpressions:
                 {P}coral-tpu.present: {op: DoesNotExist}
 
-    # (c) The old in-kernel staging driver (apex 1.0) is loaded: coral-nfd may call
-    # the TPU ready, but the current Edge TPU runtime fails with it.
+    # (c) The old in-kernel staging driver (apex 1.0) is loaded: the current Edge TPU
+    # runtime fails with it, so coral-nfd calls its TPUs not ready; this says why.
     - name: coral-staging-driver
       labels:
         {P}coral-tpu.driver.outdated: "true"

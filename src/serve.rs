@@ -72,9 +72,12 @@ pub fn bind(addr: Address) -> Result<Listener, String> {
             })
         }
     };
-    bound
-        .map(Listener)
-        .map_err(|e| format!("cannot listen on {addr} for --metrics-address: {e}"))
+    bound.map(Listener).map_err(|e| {
+        format!(
+            "cannot listen on {addr} for {}: {e}",
+            crate::origin::flag_name("--metrics-address")
+        )
+    })
 }
 
 impl Listener {
@@ -212,11 +215,23 @@ fn serve(mut stream: TcpStream, render: &dyn Fn() -> String) {
             Err(_) => return,
         }
     };
-    let left = DEADLINE
-        .saturating_sub(start.elapsed())
-        .max(Duration::from_millis(100));
-    if stream.set_write_timeout(Some(left)).is_ok() {
-        let _ = stream.write_all(&response.to_bytes());
+    // A write timeout bounds one write(2), not the whole answer: a client reading a
+    // few bytes at a time would make every write succeed. Each write gets what is left
+    // of the connection's time (at least a moment to answer a late head).
+    let bytes = response.to_bytes();
+    let write_until = start + DEADLINE.max(start.elapsed() + Duration::from_millis(100));
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let left = write_until.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.write(&bytes[sent..]) {
+            Ok(0) => return,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
     // Closing with unread bytes would reset the connection and could lose the answer
     // to a client still sending (a head too large): end our side, then read and drop a
@@ -301,6 +316,40 @@ mod tests {
             String::new()
         });
         assert!(!called);
+    }
+
+    /// A client that reads, but slowly, cannot hold the one connection past the
+    /// deadline: every write makes progress, so only a deadline over all of them lets
+    /// the next scrape in.
+    #[test]
+    fn a_slow_reader_does_not_hold_the_next_scrape() {
+        let listener = bind(Address::Exact("127.0.0.1:0".parse().unwrap())).unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.spawn(|| "a".repeat(64 << 20)).unwrap();
+        let request = b"GET /metrics HTTP/1.1\r\n\r\n";
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(request).unwrap();
+        let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let keep = reading.clone();
+        let slow = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while keep.load(std::sync::atomic::Ordering::Relaxed) {
+                match slow.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let mut next = TcpStream::connect(addr).unwrap();
+        next.write_all(request).unwrap();
+        next.set_read_timeout(Some(DEADLINE * 3)).unwrap();
+        let mut status = [0u8; 12];
+        let answered = next.read_exact(&mut status);
+        reading.store(false, std::sync::atomic::Ordering::Relaxed);
+        slow.join().unwrap();
+        answered.expect("the next scrape got no answer while a slow one read on");
+        assert_eq!(&status, b"HTTP/1.1 200");
     }
 
     proptest! {

@@ -148,8 +148,15 @@ pub fn pcie_state(inv: &Inventory, f: &PcieFunction) -> PcieState {
 /// what gasket-driver's `check_temperature_work_handler` (`src/apex_driver.c`) sets the
 /// clock divider to at each poll: the highest `i` with `temp >= trip_point[i]`, plus one.
 /// A trip point that could not be read is not counted. With polling off
-/// (`temp_poll_interval` 0) the driver never changes the divider: the caller says so.
-pub fn throttle_level(temp: i64, trip_points: [Option<i64>; 3]) -> u8 {
+/// (`poll_interval_ms` 0) the handler never runs, so the divider stays 0.
+pub fn throttle_level(
+    temp: i64,
+    trip_points: [Option<i64>; 3],
+    poll_interval_ms: Option<u32>,
+) -> u8 {
+    if poll_interval_ms == Some(0) {
+        return 0;
+    }
     (0..3u8)
         .rev()
         .find(|i| trip_points[usize::from(*i)].is_some_and(|t| temp >= t))
@@ -344,12 +351,17 @@ mod tests {
     fn throttle_level_is_the_highest_trip_point_reached() {
         let trips = [Some(84800), Some(89800), Some(94800)];
         for (t, level) in [(49300, 0), (84799, 0), (84800, 1), (89800, 2), (99800, 3)] {
-            assert_eq!(throttle_level(t, trips), level, "{t}");
+            assert_eq!(throttle_level(t, trips, Some(5000)), level, "{t}");
+            assert_eq!(throttle_level(t, trips, None), level, "{t}");
+            assert_eq!(throttle_level(t, trips, Some(0)), 0, "{t}: polling off");
         }
         // An unreadable trip point does not count; the driver's loop stops at the
         // highest one reached, so a higher known one still decides.
-        assert_eq!(throttle_level(90000, [Some(84800), None, Some(94800)]), 1);
-        assert_eq!(throttle_level(96000, [None, None, Some(94800)]), 3);
+        assert_eq!(
+            throttle_level(90000, [Some(84800), None, Some(94800)], None),
+            1
+        );
+        assert_eq!(throttle_level(96000, [None, None, Some(94800)], None), 3);
     }
 
     #[test]

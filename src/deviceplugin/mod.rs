@@ -24,9 +24,12 @@
 //! starts one.
 
 mod devices;
+mod kubelet_dir;
 mod server;
 
 pub use devices::{Tpu, health_changes, tpus};
+pub use kubelet_dir::check_resource_name;
+use kubelet_dir::{check_kubelet_dir, lock_dir};
 
 use crate::events::{self, Event};
 use crate::hotplug;
@@ -35,10 +38,7 @@ use crate::metrics::{self, PluginStats};
 use crate::root::Root;
 use crate::scan;
 use crate::serve;
-use rustix::fs::{FlockOperation, flock};
-use std::fs::{self, File};
-use std::io::{Read, Seek, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -64,148 +64,11 @@ const RETRY_MAX: Duration = Duration::from_secs(8);
 /// Time between the end of the old streams and registering again (see the module
 /// comment: a late `PluginDisconnected` must not stop the new endpoint).
 pub const REREGISTER_AFTER: Duration = Duration::from_secs(1);
-/// A unix socket path holds at most this many bytes (`sun_path` is 108, with its NUL).
-const SUN_PATH_MAX: usize = 107;
 
 pub struct Options {
     pub kubelet_dir: PathBuf,
     pub resource: String,
     pub metrics: Option<serve::Address>,
-}
-
-/// Whether `name` is an extended resource name the kubelet accepts, as
-/// `v1helper.IsExtendedResourceName` (`pkg/apis/core/v1/helper/helpers.go`) decides:
-/// not native (it has a `/` and no `kubernetes.io/`), not starting with `requests.`,
-/// and `requests.` + name a qualified name (what a quota would call it).
-pub fn check_resource_name(name: &str) -> Result<(), String> {
-    if !name.contains('/') || name.contains("kubernetes.io/") {
-        return Err(format!(
-            "{name:?} is not an extended resource name: expected domain/name, outside \
-             kubernetes.io (e.g. coral.ai/tpu)"
-        ));
-    }
-    if name.starts_with("requests.") {
-        return Err(format!(
-            "{name:?} starts with \"requests.\", which the kubelet refuses for a device \
-             plugin's resource (quotas use that prefix)"
-        ));
-    }
-    let (domain, _) = name.split_once('/').unwrap_or_default();
-    if !crate::label::is_qualified_name(name)
-        || !crate::label::is_qualified_name(&format!("requests.{name}"))
-        || domain.is_empty()
-    {
-        return Err(format!(
-            "{name:?} is not a valid resource name: a lowercase DNS domain, '/', and a \
-             name of at most 63 letters, digits, '-', '_' or '.'"
-        ));
-    }
-    Ok(())
-}
-
-/// Everything about `--kubelet-dir` that would only fail later, checked before the
-/// plugin starts (usage errors, exit 2).
-fn check_kubelet_dir(dir: &Path) -> Result<(), Fatal> {
-    let hint = "(check --kubelet-dir and the volume behind it)";
-    match fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(Fatal::usage(format!(
-                "kubelet directory {} is not a directory {hint}",
-                dir.display()
-            )));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Fatal::usage(format!(
-                "kubelet directory {} does not exist {hint}",
-                dir.display()
-            )));
-        }
-        Err(e) => {
-            return Err(Fatal::usage(format!(
-                "kubelet directory {} cannot be used: {e} {hint}",
-                dir.display()
-            )));
-        }
-    }
-    for name in [SOCKET_NAME, "kubelet.sock"] {
-        let p = dir.join(name);
-        let len = p.as_os_str().as_bytes().len();
-        if len > SUN_PATH_MAX {
-            return Err(Fatal::usage(format!(
-                "socket path {} is {len} bytes; a unix socket path holds at most \
-                 {SUN_PATH_MAX}: use a shorter --kubelet-dir",
-                p.display()
-            )));
-        }
-    }
-    // Missing is fine (the kubelet may be starting); something else is not the kubelet.
-    let kubelet = dir.join("kubelet.sock");
-    if let Ok(m) = fs::symlink_metadata(&kubelet)
-        && !m.file_type().is_socket()
-    {
-        return Err(Fatal::usage(format!(
-            "{} is not a socket: the kubelet's registration socket must be one {hint}",
-            kubelet.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Holds the directory's lock for as long as it lives.
-struct DirLock {
-    _file: File,
-}
-
-/// Takes `dir/coral-nfd.lock` or says who holds it (exit 1).
-fn lock_dir(dir: &Path) -> Result<DirLock, Fatal> {
-    let path = dir.join(LOCK_NAME);
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Fatal::failure(format!("cannot open {}: {e}", path.display())))?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(Fatal::failure(format!(
-                "{} is taken: another coral-nfd device-plugin holds {} ({}); one plugin per \
-                 kubelet directory (is the plugin deployed twice?)",
-                dir.display(),
-                path.display(),
-                if holder.is_empty() {
-                    "holder unknown"
-                } else {
-                    holder
-                }
-            )));
-        }
-        Err(e) => {
-            return Err(Fatal::failure(format!(
-                "cannot lock {}: {}",
-                path.display(),
-                std::io::Error::from(e)
-            )));
-        }
-    }
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let me = format!(
-        "pid {} on {}, resource socket {SOCKET_NAME}, since {}\n",
-        std::process::id(),
-        host.trim(),
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-    );
-    // Who holds it, for the next one to say; the lock itself does not depend on it.
-    let _ = file
-        .set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| file.write_all(me.as_bytes()));
-    Ok(DirLock { _file: file })
 }
 
 fn scan_tpus(sys: &Path, dev: &Path) -> Result<Vec<Tpu>, String> {
@@ -297,13 +160,26 @@ struct Plugin<'a> {
     socket: PathBuf,
     devices: watch::Sender<Vec<Tpu>>,
     stats: Stats,
+    /// A complete scan has been published: until then the kubelet is not told of any
+    /// device (an empty list from a scan that could not see everything is not the truth).
+    scanned: bool,
     roots_warned: Option<Instant>,
 }
 
 impl<'a> Plugin<'a> {
     fn new(opts: &'a Options, sys: &Path, dev: &Path, stats: Stats) -> Self {
-        let first = scan_tpus(sys, dev).unwrap_or_default();
-        for t in &first {
+        let mut plugin = Plugin {
+            opts,
+            sys: sys.into(),
+            dev: dev.into(),
+            socket: opts.kubelet_dir.join(SOCKET_NAME),
+            devices: watch::channel(Vec::new()).0,
+            stats,
+            scanned: false,
+            roots_warned: None,
+        };
+        plugin.rescan();
+        for t in plugin.devices.borrow().iter() {
             log::info(format_args!(
                 "{} ({}) {}",
                 t.id,
@@ -315,16 +191,6 @@ impl<'a> Plugin<'a> {
                 }
             ));
         }
-        let plugin = Plugin {
-            opts,
-            sys: sys.into(),
-            dev: dev.into(),
-            socket: opts.kubelet_dir.join(SOCKET_NAME),
-            devices: watch::channel(Vec::new()).0,
-            stats,
-            roots_warned: None,
-        };
-        plugin.publish(first);
         plugin
     }
 
@@ -343,14 +209,17 @@ impl<'a> Plugin<'a> {
         match scan_tpus(&self.sys, &self.dev) {
             Ok(new) => {
                 self.roots_warned = None;
-                for c in health_changes(&self.devices.borrow(), &new) {
-                    log::info(c);
+                if self.scanned {
+                    for c in health_changes(&self.devices.borrow(), &new) {
+                        log::info(c);
+                    }
                 }
                 // Any difference is published, a renumbered /dev/apex_N included: Allocate
                 // must hand out the node the TPU has now.
-                if *self.devices.borrow() != new {
+                if !self.scanned || *self.devices.borrow() != new {
                     self.publish(new);
                 }
+                self.scanned = true;
             }
             // Keep the last list: a vanished mount or an unreadable sysfs says nothing
             // about the TPUs.
@@ -359,36 +228,67 @@ impl<'a> Plugin<'a> {
                     .roots_warned
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
                 {
-                    log::warning(format_args!("{why}; keeping the last device list"));
+                    let keeping = if self.scanned {
+                        "keeping the last device list"
+                    } else {
+                        "not registering until a scan is complete"
+                    };
+                    log::warning(format_args!("{why}; {keeping}"));
                     self.roots_warned = Some(Instant::now());
                 }
             }
         }
     }
 
+    /// Waits `d`, rescanning at each hotplug event or SIGHUP meanwhile (they do not cut
+    /// the wait short); `false` when asked to stop.
+    async fn wait(&mut self, events: &mut mpsc::UnboundedReceiver<Event>, d: Duration) -> bool {
+        let until = tokio::time::Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return true,
+                ev = events.recv() => match ev {
+                    Some(Event::Stop) | None => return false,
+                    Some(_) => self.rescan(),
+                },
+            }
+        }
+    }
+
+    /// Whether the socket at our path is gone, or is not the one this run made.
+    fn socket_gone(&self, ours: Option<(u64, u64)>) -> bool {
+        ours.is_none() || identity(&self.socket) != ours
+    }
+
     /// Removes the socket only if it is the one this run made.
     fn remove_socket(&self, ours: Option<(u64, u64)>) {
-        if ours.is_some() && identity(&self.socket) == ours {
+        if !self.socket_gone(ours) {
             let _ = fs::remove_file(&self.socket);
         }
     }
 
     /// Registers until the kubelet accepts, backing off; `None` when asked to stop,
-    /// `Some(false)` when our socket went away meanwhile (serve again first).
+    /// `Some(false)` when our socket went away meanwhile (serve again first). Events
+    /// that come meanwhile rescan; they neither restart a call nor shorten a wait.
     async fn register(
-        &self,
+        &mut self,
         events: &mut mpsc::UnboundedReceiver<Event>,
         ours: Option<(u64, u64)>,
     ) -> Option<bool> {
+        let opts = self.opts;
         let mut retry = RETRY_FIRST;
         let mut failures = 0u32;
         loop {
-            let outcome = tokio::select! {
-                r = server::register(&self.opts.kubelet_dir, &self.opts.resource) => r,
-                ev = events.recv() => match ev {
-                    Some(Event::Stop) | None => return None,
-                    Some(_) => continue,
-                },
+            let call = server::register(&opts.kubelet_dir, &opts.resource);
+            tokio::pin!(call);
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut call => break r,
+                    ev = events.recv() => match ev {
+                        Some(Event::Stop) | None => return None,
+                        Some(_) => self.rescan(),
+                    },
+                }
             };
             match outcome {
                 Ok(()) => {
@@ -398,7 +298,7 @@ impl<'a> Plugin<'a> {
                     });
                     log::info(format_args!(
                         "registered {} with the kubelet",
-                        self.opts.resource
+                        opts.resource
                     ));
                     return Some(true);
                 }
@@ -412,14 +312,11 @@ impl<'a> Plugin<'a> {
                         ));
                     }
                     failures += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(retry) => {}
-                        ev = events.recv() => if matches!(ev, Some(Event::Stop) | None) {
-                            return None;
-                        },
+                    if !self.wait(events, retry).await {
+                        return None;
                     }
                     retry = (retry * 2).min(RETRY_MAX);
-                    if identity(&self.socket) != ours {
+                    if self.socket_gone(ours) {
                         return Some(false);
                     }
                 }
@@ -428,22 +325,29 @@ impl<'a> Plugin<'a> {
     }
 
     async fn serve(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Result<(), Fatal> {
-        // A socket left by an earlier run (the lock says none is running) may still have
-        // a stream the kubelet has yet to see end: wait as after our own restart.
+        // Nothing is offered until a scan has seen everything.
+        while !self.scanned {
+            if !self.wait(&mut events, TICK).await {
+                log::info("stopped");
+                return Ok(());
+            }
+            self.rescan();
+        }
+        // A socket left by an earlier run (the lock says none of ours is running) may
+        // still have a stream the kubelet has yet to see end: wait as after our own
+        // restart.
         let mut after_streams =
             fs::symlink_metadata(&self.socket).is_ok_and(|m| m.file_type().is_socket());
         loop {
-            if after_streams {
-                tokio::select! {
-                    _ = tokio::time::sleep(REREGISTER_AFTER) => {}
-                    ev = events.recv() => if matches!(ev, Some(Event::Stop) | None) {
-                        log::info("stopped");
-                        return Ok(());
-                    },
-                }
+            if after_streams && !self.wait(&mut events, REREGISTER_AFTER).await {
+                log::info("stopped");
+                return Ok(());
             }
+            let fail =
+                |e: std::io::Error| Fatal::failure(format!("{}: {e}", self.socket.display()));
+            server::remove_stale(&self.socket).await.map_err(fail)?;
             let running = server::start(&self.socket, self.devices.subscribe(), self.stats.clone())
-                .map_err(|e| Fatal::failure(format!("{}: {e}", self.socket.display())))?;
+                .map_err(fail)?;
             let ours = identity(&self.socket);
             let registered = match self.register(&mut events, ours).await {
                 None => {
@@ -463,7 +367,7 @@ impl<'a> Plugin<'a> {
                             Some(_) => self.rescan(),
                         },
                         _ = tick.tick() => {
-                            if identity(&self.socket) != ours {
+                            if self.socket_gone(ours) {
                                 break true;
                             }
                             self.rescan();

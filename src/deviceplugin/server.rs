@@ -167,42 +167,41 @@ impl Running {
     }
 }
 
-/// Binds `socket` and serves the plugin there. A dead socket left at that name by an
-/// earlier run is removed first (the directory's lock says no other coral-nfd plugin
-/// runs); a socket someone serves, or anything that is not a socket, is not ours to
-/// remove: an error.
+/// Removes a dead socket left at `socket` by an earlier run (the directory's lock says
+/// no other coral-nfd plugin runs). A socket someone serves (or whose listener does not
+/// answer within a second), or anything that is not a socket, is not ours to remove: an
+/// error.
+pub async fn remove_stale(socket: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) if m.file_type().is_socket() => {
+            let probe = tokio::net::UnixStream::connect(socket);
+            match tokio::time::timeout(Duration::from_secs(1), probe).await {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(socket)
+                }
+                Ok(Ok(_)) | Err(_) => Err(std::io::Error::other(
+                    "another process serves this socket; it is not ours to replace",
+                )),
+                Ok(Err(e)) => Err(std::io::Error::other(format!(
+                    "a socket is there that cannot be checked ({e}); not removing it"
+                ))),
+            }
+        }
+        Ok(_) => Err(std::io::Error::other(
+            "something other than a socket is there; it is not ours to replace",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Binds `socket` (see [`remove_stale`] first) and serves the plugin there.
 pub fn start(
     socket: &Path,
     devices: watch::Receiver<Vec<Tpu>>,
     stats: Stats,
 ) -> std::io::Result<Running> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::symlink_metadata(socket) {
-        Ok(m) if m.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(socket) {
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(socket)?
-                }
-                Ok(_) => {
-                    return Err(std::io::Error::other(
-                        "another process serves this socket; it is not ours to replace",
-                    ));
-                }
-                Err(e) => {
-                    return Err(std::io::Error::other(format!(
-                        "a socket is there that cannot be checked ({e}); not removing it"
-                    )));
-                }
-            }
-        }
-        Ok(_) => {
-            return Err(std::io::Error::other(
-                "something other than a socket is there; it is not ours to replace",
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
     let listener = tokio::net::UnixListener::bind(socket)?;
     let (stopping, stopping_rx) = watch::channel(false);
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();

@@ -204,7 +204,11 @@ pub fn temperature(a: &ApexDevice) -> Option<Temperature> {
         .as_ref()
         .map(|d| d.trip_points.clone().map(|p| p.value().copied()))
         .unwrap_or_default();
-    let level = crate::state::throttle_level(t, known);
+    let polling = a
+        .details
+        .as_ref()
+        .and_then(|d| d.poll_interval_ms.value().copied());
+    let level = crate::state::throttle_level(t, known, polling);
     Some(Temperature {
         celsius: t as f64 / 1000.0,
         trip_points_celsius: known.iter().flatten().map(|p| *p as f64 / 1000.0).collect(),

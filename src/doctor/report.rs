@@ -152,6 +152,11 @@ impl Report {
         if !unreadable.is_empty() && self.exit_code != EXIT_PROBLEM {
             self.exit_code = EXIT_PROBLEM;
         }
+        if !unreadable.is_empty() {
+            // "Nothing found, check the driver" would send the reader the wrong way:
+            // what to do is to let the scan read (the unreadable list says what).
+            self.next_steps.clear();
+        }
         self.unreadable = unreadable;
         self
     }

@@ -267,16 +267,21 @@ pub fn render_text(r: &Report, colour: bool) -> String {
         findings(&mut out, &p, &c.findings);
     }
     out.push('\n');
-    let summary = if r.devices.is_empty() && r.class_devices.is_empty() {
-        "No Coral Edge TPU found.".to_string()
+    let mut summary = if r.devices.is_empty() && r.class_devices.is_empty() {
+        "No Coral Edge TPU found".to_string()
     } else {
         format!(
-            "{} Coral device(s), {} ready, {} with a problem.",
+            "{} Coral device(s), {} ready, {} with a problem",
             r.devices.len(),
             r.ready_count,
             r.problem_count
         )
     };
+    summary.push_str(if r.unreadable.is_empty() {
+        "."
+    } else {
+        ", but the scan is incomplete: there may be more."
+    });
     out.push_str(&p.bold(&summary));
     out.push('\n');
     if !r.next_steps.is_empty() {

@@ -107,12 +107,7 @@ pub(super) fn hardware(reg: &mut Registry, inv: &Inventory) {
             && t != TEMP_NOT_ANSWERING
         {
             temp.get_or_create(&id).set(celsius(t));
-            // With polling off the driver never changes the divider.
-            let level = if polling == Some(0) {
-                0
-            } else {
-                state::throttle_level(t, known_trips)
-            };
+            let level = state::throttle_level(t, known_trips, polling);
             throttle.get_or_create(&id).set(i64::from(level));
         }
         if let Attr::Value(t) = details.shutdown_temp {

@@ -80,6 +80,9 @@ pub struct AtomicFile {
     gap: Duration,
     /// The staging directory, open and locked, once [`AtomicFile::prepare`] succeeded.
     lock: Option<File>,
+    /// The lock was held once: without it now, this writer must take it again before
+    /// anything else (a removed staging directory took it away).
+    held: bool,
     /// This run created the staging directory (so removes it if it never wrote).
     created_staging: bool,
     wrote: bool,
@@ -162,6 +165,7 @@ impl AtomicFile {
             staging,
             gap,
             lock: None,
+            held: false,
             created_staging: false,
             wrote: false,
             last_event: None,
@@ -303,23 +307,31 @@ impl AtomicFile {
             )));
         }
         self.lock = Some(lock);
+        self.held = true;
         self.clean_stale();
         Ok(())
     }
 
-    /// Whether the staging directory at the path is still the one this writer holds
-    /// locked; if it is not (removed, or replaced), takes the lock again on what is there
-    /// now. Another coral-nfd holding that one is fatal: two writers must never take
-    /// turns on one file. `Ok(true)`: the lock was taken again.
-    pub fn check_lock(&mut self) -> Result<bool, SinkError> {
+    /// Whether the lock this writer holds is on the staging directory at the path (not
+    /// on one that was removed or replaced since).
+    fn lock_is_on_path(&self) -> bool {
         let Some(lock) = &self.lock else {
-            return Ok(false);
+            return false;
         };
-        let same = match (lock.metadata(), fs::symlink_metadata(&self.staging)) {
+        match (lock.metadata(), fs::symlink_metadata(&self.staging)) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,
-        };
-        if same {
+        }
+    }
+
+    /// Whether the staging directory at the path is still the one this writer holds
+    /// locked; if it is not (removed, or replaced), or the lock was let go earlier (a
+    /// write whose staging directory had gone), takes the lock again on what is there
+    /// now, at every call until that succeeds. Another coral-nfd holding it is fatal:
+    /// two writers must never take turns on one file. `Ok(true)`: the lock was taken
+    /// again.
+    pub fn check_lock(&mut self) -> Result<bool, SinkError> {
+        if !self.held || self.lock_is_on_path() {
             return Ok(false);
         }
         // The old lock guards nothing now: let it go and lock what is at the path.
@@ -338,11 +350,6 @@ impl AtomicFile {
                 self.staging.display()
             ))),
         }
-    }
-
-    /// Whether this writer holds the lock (it did prepare, and has not lost it).
-    pub fn is_locked(&self) -> bool {
-        self.lock.is_some()
     }
 
     /// How long to wait before the next rename: until [`NFD_GAP`] (or the configured
@@ -431,11 +438,12 @@ impl AtomicFile {
     }
 
     /// Deletes the published file and the staging directory (`--remove-on-exit`).
-    /// Does nothing without the lock: the file and directory may be another run's.
+    /// Does nothing unless this writer's lock is on the staging directory at the path:
+    /// the file and directory may be another run's.
     /// The file goes first: its removal is the event NFD must see; the directory's
     /// removal right after it is dropped by NFD's rate limit, harmlessly.
     pub fn remove(&mut self) -> Result<(), String> {
-        if self.lock.is_none() {
+        if !self.lock_is_on_path() {
             return Ok(());
         }
         let removed = match fs::remove_file(&self.path) {
@@ -459,7 +467,7 @@ impl Drop for AtomicFile {
     /// A run that created the staging directory and never published anything leaves
     /// nothing behind.
     fn drop(&mut self) {
-        if self.created_staging && !self.wrote {
+        if self.created_staging && !self.wrote && self.lock_is_on_path() {
             self.clean_stale();
             let _ = fs::remove_dir(&self.staging);
         }

@@ -17,7 +17,12 @@ static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 /// success. The binary calls it from `.init_array` (see `main.rs`); it only asks the
 /// kernel for fd 1's descriptor flags and stores the answer.
 pub extern "C" fn note_stdout_at_start() {
-    let closed = rustix::io::fcntl_getfd(rustix::stdio::stdout()) == Err(rustix::io::Errno::BADF);
+    // Not rustix's `stdout()`: a `BorrowedFd` promises an open descriptor, which is
+    // exactly what is in question here. `fcntl` takes a plain number instead.
+    // SAFETY: F_GETFD reads the descriptor flags of fd 1 and nothing else; for a number
+    // that is no open descriptor it fails with EBADF. No memory is passed or touched.
+    let flags = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFD) };
+    let closed = flags == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
     STDOUT_CLOSED.store(closed, Ordering::Relaxed);
 }
 
@@ -80,10 +85,11 @@ pub trait Sink {
     fn prepare(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
-    /// Checks that this writer still holds what keeps others off the output (for a
-    /// file: the lock on the staging directory at its path), taking it again if it
-    /// went away with a deleted directory (`Ok(true)`: it was taken again).
-    fn check_lock(&mut self) -> Result<bool, SinkError> {
+    /// Checks, between writes, that the output is still this writer's to write: for a
+    /// file, that the lock on the staging directory at its path is still held (taken
+    /// again if it went away with a deleted directory: `Ok(true)`); for stdout, that its
+    /// reader is still there.
+    fn check(&mut self) -> Result<bool, SinkError> {
         Ok(false)
     }
     /// How long to wait before the next write may be made.
@@ -109,6 +115,27 @@ impl Sink for Stdout {
 
     fn holds(&self, _: &str) -> bool {
         true
+    }
+
+    /// A pipe whose reader went away shows an error on this end (POLLERR) at once, not
+    /// only at the next write, which may be far off when nothing changes.
+    fn check(&mut self) -> Result<bool, SinkError> {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        if STDOUT_CLOSED.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let out = rustix::stdio::stdout();
+        let mut fds = [PollFd::new(&out, PollFlags::empty())];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&now)) {
+            Ok(_) if fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) => Err(
+                SinkError::fatal("cannot write to stdout: its reader went away (Broken pipe)"),
+            ),
+            _ => Ok(false),
+        }
     }
 
     fn write(&mut self, content: &str) -> Result<(), SinkError> {
@@ -139,7 +166,7 @@ impl Sink for AtomicFile {
         Ok(())
     }
 
-    fn check_lock(&mut self) -> Result<bool, SinkError> {
+    fn check(&mut self) -> Result<bool, SinkError> {
         AtomicFile::check_lock(self)
     }
 

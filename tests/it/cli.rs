@@ -223,6 +223,20 @@ fn durations_are_bounded() {
             ][..],
             "at least 2m 5s",
         ),
+        // A write gap beyond the default delays the refresh: twice its excess on top.
+        (
+            &[
+                "--output-file",
+                "/tmp/x",
+                "--sleep-interval",
+                "10s",
+                "--expiry",
+                "30s",
+                "--write-gap",
+                "11100ms",
+            ][..],
+            "at least 45s",
+        ),
     ] {
         let mut a = vec!["--sysfs-root", sys];
         a.extend_from_slice(args);
@@ -445,4 +459,70 @@ fn doctor_with_nothing_found_gives_next_steps() {
             "{fixture}\n{text}"
         );
     }
+}
+
+/// The table errors name variables from is the flags' own `env =`, both ways.
+#[test]
+fn every_variable_is_in_the_origin_table() {
+    use clap::CommandFactory;
+    let cmd = coral_nfd::cli::Cli::command();
+    let mut declared: Vec<(String, String)> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let var = a.get_env()?.to_str()?.to_string();
+            Some((format!("--{}", a.get_long()?), var))
+        })
+        .collect();
+    declared.sort();
+    let mut table: Vec<(String, String)> = coral_nfd::origin::VARIABLES
+        .iter()
+        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .collect();
+    table.sort();
+    assert_eq!(declared, table);
+}
+
+/// A rule between two values broken by the environment names the variables, not flags
+/// nobody typed; the same values as flags name the flags.
+#[test]
+fn rule_errors_name_the_variable_that_set_the_value() {
+    let sys = fixtures_dir().join("no-coral/sys");
+    let o = Command::new(bin())
+        .args(["--sysfs-root", sys.to_str().unwrap()])
+        .env("CORAL_NFD_OUTPUT_FILE", "/tmp/coral-nfd-origin-test")
+        .env("CORAL_NFD_SLEEP_INTERVAL", "10s")
+        .env("CORAL_NFD_EXPIRY", "20s")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("CORAL_NFD_EXPIRY (the environment's --expiry) 20s")
+            && err
+                .contains("with CORAL_NFD_SLEEP_INTERVAL (the environment's --sleep-interval) 10s"),
+        "{err}"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(bin())
+        .args(["--sysfs-root", sys.to_str().unwrap()])
+        .env("CORAL_NFD_OUTPUT_FILE", dir.path().join("f"))
+        .env("CORAL_NFD_SLEEP_INTERVAL", "1h")
+        .env("CORAL_NFD_METRICS_ADDRESS", &addr)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("for CORAL_NFD_METRICS_ADDRESS (the environment's --metrics-address)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(bin())
+        .args(["--sysfs-root", sys.to_str().unwrap(), "--expiry", "20s"])
+        .env("CORAL_NFD_OUTPUT_FILE", "/tmp/coral-nfd-origin-test")
+        .env("CORAL_NFD_SLEEP_INTERVAL", "10s")
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("error: --expiry 20s"), "{}", stderr(&o));
 }

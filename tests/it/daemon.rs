@@ -148,6 +148,33 @@ fn expiry_is_refreshed_before_it_runs_out() {
     stop_daemon(child);
 }
 
+/// The refresh comes when half the expiry is left, not at the first interval after
+/// that: a 7 s interval and a 30 s expiry refresh at 15 s left (the first tick after
+/// would be at 9 s left), whatever rescans happen meanwhile.
+#[test]
+fn expiry_is_refreshed_when_half_is_left() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let child = b.daemon(&["--sleep-interval", "7s", "--expiry", "30s"]);
+    let first = expiry_of(&read(&out)).expect("expiry directive");
+    let first = humantime::parse_rfc3339(&first).unwrap();
+    // A hotplug rescan early on (a node that is not a Coral's).
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = mknod(&b.dev.join("ttyX"), 'c', 4, 70, 0o600);
+    wait_for("refreshed expiry", Duration::from_secs(20), || {
+        expiry_of(&read(&out)).is_some_and(|e| humantime::parse_rfc3339(&e).unwrap() > first)
+    });
+    let left = first
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    // The directive has whole seconds; 13 s leaves room for that and for slow runs.
+    assert!(
+        left >= Duration::from_secs(13),
+        "refreshed with {left:?} left"
+    );
+    stop_daemon(child);
+}
+
 #[test]
 fn default_expiry_is_three_intervals() {
     let Some(b) = bed() else { return };

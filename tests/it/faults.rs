@@ -368,3 +368,27 @@ fn rename_refused() {
     fails_cleanly(&o, &out, &old, "rename refused");
     assert!(stderr(&o).contains("cannot rename"), "{}", stderr(&o));
 }
+
+/// A snapshot that stops half-way (the disk ran out of inodes) is still known as one:
+/// `--force` replaces it once there is room, where it would refuse someone's files.
+#[test]
+fn a_half_written_snapshot_can_be_replaced() {
+    let Some(dev) = fixture_dev_root("pcie-ready") else {
+        return;
+    };
+    let sys = fixtures_dir().join("pcie-ready/sys");
+    let Some(fs_) = Tmpfs::mount("1m,nr_inodes=40") else {
+        return;
+    };
+    let out = fs_.path().join("snap");
+    let snap = |extra: &[&str]| take_snapshot(&sys, dev.path(), &out, extra);
+    let o = snap(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
+    assert!(out.join("sys").is_dir(), "stopped before writing anything");
+    fs_.remount("nr_inodes=100000");
+    let o = snap(&["--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let manifest = fs::read_to_string(out.join("dev.manifest")).unwrap();
+    assert!(manifest.contains(" apex_0\n"), "{manifest}");
+}

@@ -94,6 +94,12 @@ fn an_unreadable_directory_that_decides_what_exists_publishes_nothing() {
         assert_eq!(doc.status.code(), Some(1), "{rel}");
         assert_eq!(v["exit_code"], 1, "{rel}");
         assert!(!v["unreadable"].as_array().unwrap().is_empty(), "{rel}");
+        assert_eq!(v["next_steps"].as_array().map(Vec::len), Some(0), "{rel}");
+        // The person reading it is told the same, not "No Coral Edge TPU found."
+        let doc = run_as_nobody(&b.args(&["doctor"]));
+        let text = stdout(&doc);
+        assert!(text.contains("the scan is incomplete"), "{rel}: {text}");
+        assert!(!text.contains("Next steps"), "{rel}: {text}");
         chmod(&p, mode);
     }
     // A missing directory stays what it is: no such hardware (no USB bus here).

@@ -341,16 +341,44 @@ fn a_removed_staging_directory_does_not_let_a_second_writer_in() {
         fs::metadata(&out).is_ok_and(|m| m.ino() != before)
     });
     // Another holder's directory renamed into place: the first stops, naming it.
-    let other = b.dir().join("features.d/.other");
+    another_holder_takes(&dir, &mut first);
+}
+
+/// Puts a directory that another process holds locked at `dir` (the staging
+/// directory), and checks that the daemon `first` ends for it: exit 1, "lost the lock".
+fn another_holder_takes(dir: &std::path::Path, first: &mut std::process::Child) {
+    let other = dir.with_file_name(".other");
     fs::create_dir(&other).unwrap();
     let held = fs::File::open(&other).unwrap();
     rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
-    fs::rename(&other, &dir).unwrap();
-    let status = wait_exit(&mut first, Duration::from_secs(3));
+    // What the daemon made there meanwhile goes; a rename over an empty one would do too.
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(&other, dir).unwrap();
+    let status = wait_exit(first, Duration::from_secs(3));
     assert_eq!(status.code(), Some(1));
-    let err = stderr_of(&mut first);
+    let err = stderr_of(first);
     assert!(err.contains("lost the lock"), "{err}");
     drop(held);
+}
+
+/// The directory holding the file renamed away and made again: the daemon watches the
+/// path, not the directory it first saw, so a lock taken there later is still noticed.
+#[test]
+fn a_moved_output_directory_is_still_watched() {
+    let Some(b) = bed() else { return };
+    let out = b.out();
+    let dir = staging(&out);
+    let parent = out.parent().unwrap().to_path_buf();
+    let mut first = b.daemon(&["--sleep-interval", "1h"]);
+    fs::rename(&parent, b.dir().join("features.d.old")).unwrap();
+    wait_for(
+        "the staging directory made again",
+        Duration::from_secs(3),
+        || dir.is_dir(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // Another holder's directory put in place of the new one: the first stops.
+    another_holder_takes(&dir, &mut first);
 }
 
 /// `--output-file -` read by `head -1`: when the reader goes, the daemon ends (a closed

@@ -241,6 +241,37 @@ fn doctor_reports_node_ownership() {
     assert_eq!(v["devices"][0]["temperature"]["clock_mhz"], 500.0);
 }
 
+/// With temperature polling off the driver never slows the clock, however hot the
+/// reading: doctor must not say "throttled" (the metric agrees, see metrics::tests).
+#[test]
+fn doctor_no_throttling_when_polling_is_off() {
+    let Some(b) = crate::bed::Bed::new("pcie-throttled") else {
+        return;
+    };
+    let apex = b
+        .sys
+        .join("devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0");
+    let codes = |b: &crate::bed::Bed| {
+        let out = b.run(&b.args(&["doctor", "--json"]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let clock = v["devices"][0]["temperature"]["clock_mhz"].clone();
+        let codes: Vec<String> = v["devices"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap().to_string())
+            .collect();
+        (clock, codes)
+    };
+    let (clock, hot) = codes(&b);
+    assert_eq!(clock, 250.0);
+    assert!(hot.contains(&"throttled".to_string()), "{hot:?}");
+    fs::write(apex.join("temp_poll_interval"), "0\n").unwrap();
+    let (clock, off) = codes(&b);
+    assert_eq!(clock, 500.0);
+    assert!(!off.contains(&"throttled".to_string()), "{off:?}");
+}
+
 #[test]
 fn doctor_on_this_machine() {
     for json in [false, true] {
@@ -322,6 +353,12 @@ fn frigate_config_golden_and_yaml() {
         let map = if det.is_badvalue() {
             assert_eq!(out.status.code(), Some(3), "{name}");
             assert!(!text.lines().any(|l| l.starts_with("detectors")), "{name}");
+            // Said on stderr too, for whoever redirected stdout into a file.
+            assert!(
+                stderr(&out).contains("no Coral TPU is ready"),
+                "{name}: {}",
+                stderr(&out)
+            );
             &empty
         } else {
             let map = det
@@ -392,20 +429,6 @@ fn features(sys: &Path, dev: &Path) -> String {
     ]);
     assert_eq!(out.status.code(), Some(0));
     stdout(&out)
-}
-
-fn take_snapshot(sys: &Path, dev: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "snapshot",
-        "--output",
-        out.to_str().unwrap(),
-        "--sysfs-root",
-        sys.to_str().unwrap(),
-        "--dev-root",
-        dev.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
 }
 
 #[test]

@@ -287,3 +287,18 @@ pub fn k8s_qualified_name(s: &str) -> bool {
 pub fn k8s_label_value(s: &str) -> bool {
     s.is_empty() || name_part(s)
 }
+
+/// `coral-nfd snapshot` of `sys` and `dev` into `out`, then `extra`.
+pub fn take_snapshot(sys: &Path, dev: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "snapshot",
+        "--output",
+        out.to_str().unwrap(),
+        "--sysfs-root",
+        sys.to_str().unwrap(),
+        "--dev-root",
+        dev.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}

@@ -62,6 +62,11 @@ def _host_path(v: dict, host) -> str:
         raise HostPathError(f"hostPath type check failed: {hp['path']} is not a directory")
     elif kind == "CharDevice" and not (os.path.exists(src) and stat.S_ISCHR(os.stat(src).st_mode)):
         raise HostPathError(f"hostPath type check failed: {hp['path']} is not a character device")
+    elif kind not in ("", "DirectoryOrCreate", "Directory", "CharDevice"):
+        # Socket, File, FileOrCreate, BlockDevice: each has checks of its own in the
+        # kubelet (pkg/volume/hostpath/host_path.go); passing it unchecked would let a
+        # manifest that the kubelet refuses pass here.
+        raise NotImplementedError(f"hostPath type {kind!r} ({hp['path']}) is not modelled")
     return src
 
 
@@ -196,12 +201,18 @@ def proc_status(pid: int) -> dict[str, str]:
 
 
 def root_is_read_only(pid: int) -> bool:
+    """Whether what the process sees at / is mounted read-only: the last mount at "/"
+    in its mountinfo is the one on top (an earlier one may be a writable layer under
+    it)."""
+    top = None
     with open(f"/proc/{pid}/mountinfo") as fh:
         for line in fh:
             f = line.split()
             if f[4] == "/":
-                return "ro" in f[5].split(",")
-    return False
+                top = f
+    if top is None:
+        raise AssertionError(f"no mount at / in /proc/{pid}/mountinfo")
+    return "ro" in top[5].split(",")
 
 
 def tempdir(prefix: str) -> str:

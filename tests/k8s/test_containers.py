@@ -4,7 +4,7 @@ args, securityContext and mounts translated as a kubelet and containerd would
 (runtime.py), the host paths mapped onto a fixture's sys/dev, a temporary features.d and
 a temporary kubelet directory. And Frigate's device access, overlay by overlay, with a
 stand-in for its detector: what the device cgroup lets through (ENXIO: allowed, no driver
-here) and what it refuses (EPERM), the seed's unprivileged attempt included."""
+here) and what it refuses (EPERM), the original write-up's unprivileged attempt included."""
 
 from __future__ import annotations
 
@@ -207,17 +207,20 @@ def test_the_translation_is_what_runs(engine):
     def writable_root(pod, c):
         c["securityContext"]["readOnlyRootFilesystem"] = False
 
-    for what, change in [("dev mount dropped", drop_dev), ("output moved", other_output),
-                         ("root writable", writable_root)]:
+    # Each change fails the check that guards it, not some other one by accident.
+    for what, change, says in [("dev mount dropped", drop_dev, "dev root /host/dev cannot be used"),
+                               ("output moved", other_output, "no feature file"),
+                               ("root writable", writable_root, "root filesystem")]:
         p2, c2 = mutated(pod, c, change)
         node = Node("pcie-dual")
         try:
             name = run_labeler(engine, p2, c2, node)
             # Checked against the manifest as shipped: what must run on a node.
-            with pytest.raises(AssertionError):
+            with pytest.raises(AssertionError, match=says):
                 check_labeler(engine, pod, c, node, name, "pcie-dual")
             print(f"{what}: the check failed, as it must")
         finally:
+            engine.cleanup()
             node.close()
 
 
@@ -319,8 +322,14 @@ def allocate(node: Node) -> tuple[str, list[DeviceSpec]]:
         return tpu, [DeviceSpec(d.container_path, d.host_path, d.permissions) for d in r.devices]
     finally:
         proc.terminate()
-        proc.wait(10)
-        kubelet.stop()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("the device plugin did not end within 10 s of SIGTERM")
+        finally:
+            kubelet.stop()
 
 
 def tpu_dev(node: Node, pci_address: str) -> str:
@@ -398,7 +407,7 @@ def test_third_party_plugin_overlay(engine):
 
 
 def test_the_seeds_unprivileged_attempt_is_refused(engine):
-    """The seed's attempt without privileged (a hostPath /dev/apex_0, IPC_LOCK, SYS_RAWIO
+    """The original write-up's attempt without privileged (a hostPath /dev/apex_0, IPC_LOCK, SYS_RAWIO
     and SYS_ADMIN, privilege escalation allowed): the device cgroup refuses the node.
     The plugin overlays above are what solves it."""
     pod = {"volumes": [{"name": "coral-apex-0", "hostPath": {"path": "/dev/apex_0"}}]}

@@ -2,7 +2,7 @@
 (a model written from the v0.17.2 file) rendered by Go's text/template with the data its
 helper makes from each shipped config, served by a real nginx on loopback over IPv4 and
 IPv6, and the same check failing when a 0.16-style override is left mounted. 0.16.4 (the
-frigate-0.16 component): the seed's override, TLS on and off, both families, a network
+frigate-0.16 component): the original write-up's override, TLS on and off, both families, a network
 namespace without IPv6. The seed-config init container run by a real shell, the config
 versions, /dev/shm against Frigate's formula, scheduling on libedgetpu's PCIe numbering,
 the USB overlay on two sticks one of which is broken, and the optional components."""
@@ -29,7 +29,7 @@ import nfd
 from conftest import FIXTURES, FIXTURES_SCRIPT, REPO, binary, find, render, render_with
 
 COMPONENT_016 = "deploy/frigate/components/frigate-0.16"
-# The seed's IPv6 override, for Frigate 0.16 only (the frigate-0.16 component).
+# The original write-up's IPv6 override, for Frigate 0.16 only (the frigate-0.16 component).
 TEMPLATE = os.path.join(REPO, COMPONENT_016, "listen.gotmpl")
 # A model of Frigate 0.17.2's own template (tests/k8s/frigate: not shipped).
 TEMPLATE_017 = os.path.join(REPO, "tests/k8s/frigate/listen-0.17.2.gotmpl")

@@ -73,7 +73,7 @@ def test_nfd_objects_parse_strictly_with_valid_labels():
     for rule in rules_of_cr() + er_rules():
         nfd.check_rule_outputs(rule)
     conf = worker_conf()
-    # The seed's configuration, brought up to date: NFD's default classes kept, 0880 added.
+    # The original write-up's configuration, brought up to date: NFD's default classes kept, 0880 added.
     assert {"03", "0b40", "12", "0880"} <= set(conf.sources.pci.deviceClassWhitelist)
     # The rules live in the NodeFeatureRule only (NFD >= 0.16 applies it by default).
     assert conf.sources.custom is None
@@ -208,7 +208,7 @@ def test_rule_labels_per_scenario():
 
 
 def test_hardware_labels_without_coral_nfd():
-    # Before coral-nfd runs (or long after it stopped): the seed's label still appears,
+    # Before coral-nfd runs (or long after it stopped): the original write-up's label still appears,
     # the not-reporting label says why nothing else does, and nothing is schedulable.
     for s in scenarios():
         labels, resources = node_labels(s, with_coral_nfd=False)
@@ -344,7 +344,7 @@ def test_frigate_base():
 
 
 def test_nginx_template_binds_dual_stack():
-    """Frigate 0.16 only (the frigate-0.16 component): the seed's template override."""
+    """Frigate 0.16 only (the frigate-0.16 component): the original write-up's template override."""
     objs = render_with("deploy/frigate/overlays/pcie", "deploy/frigate/components/frigate-0.16")
     cm = find(objs, "ConfigMap", "frigate-nginx-templates")
     c = next(c for c in find(objs, "Deployment", "frigate")["spec"]["template"]["spec"]["containers"]

@@ -38,6 +38,25 @@ def test_every_frigate_namespace_admits_its_pods_at_the_strictest_level():
             assert enforce == "baseline", overlay
 
 
+def test_coral_nfd_pods_need_host_mounts_and_root_and_nothing_else():
+    """The coral-nfd namespace enforces privileged (hostPath needs it) and warns at
+    baseline, as docs/security.md says; its pods break restricted only by their hostPath
+    volumes and by running as root."""
+    for kustomization in ("coral-nfd", "coral-nfd-device-plugin"):
+        objs = render(kustomization)
+        labels = find(objs, "Namespace", "coral-nfd")["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+        assert labels["pod-security.kubernetes.io/warn"] == "baseline"
+        for o, spec in pods(objs):
+            allowed = {f"{c['name']}: {r}" for c in spec["containers"]
+                       for r in ("runAsNonRoot not true", "runAsUser 0")}
+            for v in spec["volumes"]:
+                if "hostPath" in v:
+                    allowed |= {f"hostPath volume {v['name']}", f"volume {v['name']}: ['hostPath']"}
+            extra = set(pss.restricted_violations(spec)) - allowed
+            assert not extra, (kustomization, o["metadata"]["name"], extra)
+
+
 def test_the_pss_model_catches_what_it_exists_for():
     spec = {"containers": [{"name": "c", "securityContext": {"privileged": True}}]}
     assert pss.strictest_level(spec) == "privileged"
