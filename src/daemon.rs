@@ -119,8 +119,9 @@ impl Loop<'_> {
     /// reader went away, ends the daemon.
     fn check_output(&mut self) -> Result<(), String> {
         match self.out.check() {
-            Ok(false) => Ok(()),
-            Ok(true) => {
+            // Fine; if a problem was said, the write path has taken the lock since.
+            Ok(false) if self.lock_problem.is_none() => Ok(()),
+            Ok(_) => {
                 self.lock_problem = None;
                 log::warning(format_args!(
                     "{}: its staging directory was removed or replaced; locked it again",
@@ -216,10 +217,14 @@ impl Loop<'_> {
             if e.fatal {
                 return Err(e.message);
             }
-            log::error(format_args!(
-                "{e}; retrying in {}",
-                humantime::format_duration(self.config.interval)
-            ));
+            // A lock problem was just said, rate-limited, by check_output: the same
+            // cause, not to be repeated at every wake-up.
+            if self.lock_problem.is_none() {
+                log::error(format_args!(
+                    "{e}; retrying in {}",
+                    humantime::format_duration(self.config.interval)
+                ));
+            }
             // Written again at the next interval, as after a failed write, and counted as
             // one: nothing reached the file.
             self.observe(|o| o.stats.writes_failure += 1);
@@ -330,11 +335,13 @@ pub fn run(
             }
             // The next scan: the interval, sooner when a write is pending or the file's
             // refresh falls due first (a rescan in between must not put it off).
-            // (Not while scans cannot be published: nothing would be written then, and
-            // the refresh would only be due again at once.)
-            let refresh = match l.problem {
-                None => refresh_in(l.last.as_ref(), config.expiry, SystemTime::now()),
-                Some(_) => None,
+            // Not while a write is pending (it is the refresh, held back by pacing: a
+            // refresh already due would make the wait 0 and rescan in a loop until
+            // then), nor while scans cannot be published (nothing would be written, and
+            // the refresh would be due again at once).
+            let refresh = match (&l.problem, pending) {
+                (None, None) => refresh_in(l.last.as_ref(), config.expiry, SystemTime::now()),
+                _ => None,
             };
             wait = [pending, refresh]
                 .into_iter()
@@ -413,5 +420,66 @@ mod tests {
             None,
             now + 1000 * minute
         ));
+    }
+
+    /// A refresh that falls due while pacing holds the write back waits for the pacing,
+    /// once: it does not rescan in a loop until then.
+    #[test]
+    fn a_paced_refresh_does_not_spin() {
+        struct Paced {
+            until: Arc<Mutex<Instant>>,
+            written: Option<String>,
+        }
+        impl Sink for Paced {
+            fn name(&self) -> String {
+                "paced".into()
+            }
+            fn due_in(&self) -> Duration {
+                let until = *self.until.lock().unwrap();
+                until.saturating_duration_since(Instant::now())
+            }
+            fn holds(&self, c: &str) -> bool {
+                self.written.as_deref() == Some(c)
+            }
+            fn write(&mut self, c: &str) -> Result<(), crate::output::SinkError> {
+                self.written = Some(c.into());
+                Ok(())
+            }
+            fn remove(&mut self) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        // Written at 0 with a 4 s expiry: the refresh is due at 2 s, and from 1.4 s
+        // on pacing holds writes until 2.5 s.
+        let config = Config {
+            interval: Duration::from_secs(60),
+            expiry: Some(Duration::from_secs(4)),
+            remove_on_exit: false,
+        };
+        let until = Arc::new(Mutex::new(Instant::now()));
+        let mut out = Paced {
+            until: until.clone(),
+            written: None,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let start = Instant::now();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(3500));
+            let _ = tx.send(Event::Stop);
+        });
+        let mut scans = 0;
+        run(&config, &mut out, rx, None, || {
+            scans += 1;
+            if start.elapsed() > Duration::from_millis(1400) && scans < 3 {
+                *until.lock().unwrap() = Instant::now() + Duration::from_millis(1100);
+            }
+            Ok(Scanned {
+                body: "a=1\n".into(),
+                warnings: Warnings::default(),
+                inventory: Inventory::default(),
+            })
+        })
+        .unwrap();
+        assert!(scans < 10, "{scans} scans in 3.5 s");
     }
 }

@@ -179,7 +179,12 @@ impl<'a> Plugin<'a> {
             roots_warned: None,
         };
         plugin.rescan();
-        for t in plugin.devices.borrow().iter() {
+        plugin
+    }
+
+    /// The first complete scan's devices, one line each.
+    fn log_devices(list: &[Tpu]) {
+        for t in list {
             log::info(format_args!(
                 "{} ({}) {}",
                 t.id,
@@ -191,7 +196,6 @@ impl<'a> Plugin<'a> {
                 }
             ));
         }
-        plugin
     }
 
     fn publish(&self, list: Vec<Tpu>) {
@@ -213,6 +217,9 @@ impl<'a> Plugin<'a> {
                     for c in health_changes(&self.devices.borrow(), &new) {
                         log::info(c);
                     }
+                } else {
+                    // Said at the first complete scan, whenever that comes.
+                    Self::log_devices(&new);
                 }
                 // Any difference is published, a renumbered /dev/apex_N included: Allocate
                 // must hand out the node the TPU has now.

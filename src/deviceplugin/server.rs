@@ -168,9 +168,10 @@ impl Running {
 }
 
 /// Removes a dead socket left at `socket` by an earlier run (the directory's lock says
-/// no other coral-nfd plugin runs). A socket someone serves (or whose listener does not
-/// answer within a second), or anything that is not a socket, is not ours to remove: an
-/// error.
+/// no other coral-nfd plugin runs). A socket someone listens on (it accepts, or its
+/// backlog is full: a unix connect then fails at once with EAGAIN rather than wait), or
+/// anything that is not a socket, is not ours to remove: an error. The timeout only
+/// guards against a connect that would wait after all.
 pub async fn remove_stale(socket: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(socket) {
@@ -179,6 +180,11 @@ pub async fn remove_stale(socket: &Path) -> std::io::Result<()> {
             match tokio::time::timeout(Duration::from_secs(1), probe).await {
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     std::fs::remove_file(socket)
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    Err(std::io::Error::other(
+                        "another process listens on this socket (its backlog is full); it is not ours to replace",
+                    ))
                 }
                 Ok(Ok(_)) | Err(_) => Err(std::io::Error::other(
                     "another process serves this socket; it is not ours to replace",

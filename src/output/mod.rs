@@ -397,8 +397,12 @@ impl AtomicFile {
             .prefix("write-")
             .tempfile_in(&self.staging)
             .map_err(|e| {
-                // The staging directory may be gone: prepare it again next time.
-                self.lock = None;
+                // The staging directory may be gone: then prepare it again next time.
+                // Not on a full or read-only disk: the lock is still on the directory
+                // at the path, and letting it go would let a second writer in.
+                if !self.lock_is_on_path() {
+                    self.lock = None;
+                }
                 self.err("cannot create a temporary file in", &self.staging, e)
             })?;
         let tmp_path = tmp.path().to_path_buf();

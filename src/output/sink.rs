@@ -117,8 +117,9 @@ impl Sink for Stdout {
         true
     }
 
-    /// A pipe whose reader went away shows an error on this end (POLLERR) at once, not
-    /// only at the next write, which may be far off when nothing changes.
+    /// A pipe whose reader went away shows an error on this end (POLLERR), and a
+    /// terminal that hung up POLLHUP: seen at the next wake-up (an interval at most),
+    /// not only at the next write, which may be far off when nothing changes.
     fn check(&mut self) -> Result<bool, SinkError> {
         use rustix::event::{PollFd, PollFlags, Timespec};
         if STDOUT_CLOSED.load(Ordering::Relaxed) {
@@ -132,7 +133,11 @@ impl Sink for Stdout {
         };
         match rustix::event::poll(&mut fds, Some(&now)) {
             Ok(_) if fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) => Err(
-                SinkError::fatal("cannot write to stdout: its reader went away (Broken pipe)"),
+                SinkError::fatal(if fds[0].revents().contains(PollFlags::ERR) {
+                    "cannot write to stdout: its reader went away (Broken pipe)"
+                } else {
+                    "cannot write to stdout: it hung up"
+                }),
             ),
             _ => Ok(false),
         }

@@ -150,17 +150,45 @@ fn expiry_is_refreshed_before_it_runs_out() {
 
 /// The refresh comes when half the expiry is left, not at the first interval after
 /// that: a 7 s interval and a 30 s expiry refresh at 15 s left (the first tick after
-/// would be at 9 s left), whatever rescans happen meanwhile.
+/// would be at 9 s left), and a rescan in between does not put it off.
 #[test]
 fn expiry_is_refreshed_when_half_is_left() {
     let Some(b) = bed() else { return };
     let out = b.out();
-    let child = b.daemon(&["--sleep-interval", "7s", "--expiry", "30s"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let child = b.daemon(&[
+        "--sleep-interval",
+        "7s",
+        "--expiry",
+        "30s",
+        "--metrics-address",
+        &metrics,
+    ]);
     let first = expiry_of(&read(&out)).expect("expiry directive");
     let first = humantime::parse_rfc3339(&first).unwrap();
-    // A hotplug rescan early on (a node that is not a Coral's).
-    std::thread::sleep(Duration::from_secs(3));
-    let _ = mknod(&b.dev.join("ttyX"), 'c', 4, 70, 0o600);
+    // A hotplug rescan early on that changes no label (a /dev/apex_9 that no class
+    // device has), seen in the scan counter. At 5 s: the ticks of a loop that counts
+    // from its last scan would then fall at 12 s (18 s left) and 19 s (11 s left).
+    std::thread::sleep(Duration::from_secs(5));
+    let scans = || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&metrics).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("coral_nfd_scans_total{result=\"complete\"}"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = scans();
+    let _ = mknod(&b.dev.join("apex_9"), 'c', 120, 9, 0o600);
+    wait_for("a rescan", Duration::from_secs(3), || scans() > before);
     wait_for("refreshed expiry", Duration::from_secs(20), || {
         expiry_of(&read(&out)).is_some_and(|e| humantime::parse_rfc3339(&e).unwrap() > first)
     });

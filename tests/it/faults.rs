@@ -138,6 +138,9 @@ fn fails_cleanly(o: &std::process::Output, out: &Path, old: &[u8], why: &str) {
 struct Daemon {
     child: std::process::Child,
     retries: std::sync::Arc<AtomicUsize>,
+    /// Lines saying the staging directory was locked again: none of these faults
+    /// removes it, so each would be a false alarm (and a lock let go meanwhile).
+    relocked: std::sync::Arc<AtomicUsize>,
     reader: std::thread::JoinHandle<()>,
 }
 
@@ -162,18 +165,23 @@ impl Daemon {
             .unwrap();
         let pipe = child.stderr.take().unwrap();
         let retries = std::sync::Arc::new(AtomicUsize::new(0));
-        let counter = retries.clone();
+        let relocked = std::sync::Arc::new(AtomicUsize::new(0));
+        let (counter, relocks) = (retries.clone(), relocked.clone());
         let reader = std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
                 if line.contains("coral-nfd: error:") && line.contains("retrying") {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
+                if line.contains("locked it again") {
+                    relocks.fetch_add(1, Ordering::Relaxed);
+                }
             }
         });
         Daemon {
             child,
             retries,
+            relocked,
             reader,
         }
     }
@@ -192,6 +200,11 @@ impl Daemon {
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         assert!(self.child.wait().unwrap().success());
         self.reader.join().unwrap();
+        assert_eq!(
+            self.relocked.load(Ordering::Relaxed),
+            0,
+            "said the staging directory was locked again, but nobody removed it"
+        );
         self.retries.load(Ordering::Relaxed)
     }
 }
