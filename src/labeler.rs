@@ -154,11 +154,8 @@ fn run_daemon(
         Some(listener) => {
             let shared = Shared::default();
             let reader = shared.clone();
-            let at = listener
-                .local_addr()
-                .map_or_else(|_| "?".into(), |a| a.to_string());
             listener
-                .spawn(move || {
+                .start(move || {
                     // Copied out under the lock, encoded after it: the daemon never waits
                     // for a scrape.
                     let (inventory, stats) = match reader.lock() {
@@ -167,8 +164,7 @@ fn run_daemon(
                     };
                     metrics::labeler(inventory.as_ref(), &stats)
                 })
-                .map_err(|e| Fatal::failure(format!("cannot start the metrics thread: {e}")))?;
-            log::info(format_args!("metrics on http://{at}/metrics"));
+                .map_err(Fatal::failure)?;
             Some(shared)
         }
         None => None,

@@ -101,6 +101,18 @@ impl Listener {
             })
             .map(|_| ())
     }
+
+    /// [`Listener::spawn`] for the daemon and the plugin: says where it serves, or why
+    /// it cannot (the message for a fatal error).
+    pub fn start(self, render: impl Fn() -> String + Send + 'static) -> Result<(), String> {
+        let at = self
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        self.spawn(render)
+            .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+        crate::log::info(format_args!("metrics on http://{at}/metrics"));
+        Ok(())
+    }
 }
 
 /// An answer.

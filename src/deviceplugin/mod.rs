@@ -110,16 +110,12 @@ pub fn run(opts: &Options, sys: &Root, dev: &Root) -> Result<(), Fatal> {
     let stats = Stats::default();
     if let Some(listener) = metrics {
         let reader = stats.clone();
-        let at = listener
-            .local_addr()
-            .map_or_else(|_| "?".into(), |a| a.to_string());
         listener
-            .spawn(move || {
+            .start(move || {
                 let s = reader.lock().map(|s| s.clone()).unwrap_or_default();
                 metrics::device_plugin(&s)
             })
-            .map_err(|e| Fatal::failure(format!("cannot start the metrics thread: {e}")))?;
-        log::info(format_args!("metrics on http://{at}/metrics"));
+            .map_err(Fatal::failure)?;
     }
     // Signals and hotplug arrive on a std channel; the runtime reads a tokio one.
     let (atx, arx) = mpsc::unbounded_channel();
