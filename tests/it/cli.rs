@@ -395,16 +395,17 @@ fn closed_stdout_is_an_error() {
     for sub in ["doctor", "frigate-config"] {
         let o = closed(&[sub]);
         assert_eq!(o.status.code(), Some(4), "{sub}: {}", stderr(&o));
-        // A reader that went away: the same code, not "a device has a problem".
-        let mut child = Command::new(bin())
+        // A reader that went away: the same code, not "a device has a problem". The read
+        // end is closed before the child starts: closing it after spawn races the child's
+        // write, which a loaded machine lets land in the pipe first (CI did: exit 3).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(bin())
             .args(["--sysfs-root", sys, sub])
             .env_clear()
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
+            .stdout(writer)
+            .output()
             .unwrap();
-        drop(child.stdout.take());
-        let o = child.wait_with_output().unwrap();
         assert_eq!(o.status.code(), Some(4), "{sub}: {}", stderr(&o));
         assert!(stderr(&o).contains("Broken pipe"), "{sub}: {}", stderr(&o));
     }
