@@ -90,25 +90,32 @@ impl Watcher {
         self.dirs.values().any(|d| *d == Dir::Root)
     }
 
-    /// Watches every directory of interest that exists now.
+    /// Watches every directory of interest that exists now. Each directory is watched
+    /// before it is listed (and a parent before its child is tried): an entry made after
+    /// the listing then still gives an event, where listing first would leave a window
+    /// in which a new bus directory is neither listed nor reported.
     fn rewatch(&mut self) {
-        let mut want: Vec<(PathBuf, Dir)> = vec![
+        let usb = self.root.join("bus/usb");
+        for (path, dir) in [
             (self.root.clone(), Dir::Root),
             (self.root.join("bus"), Dir::Bus),
-            (self.root.join("bus/usb"), Dir::UsbBuses),
-        ];
-        if let Ok(entries) = std::fs::read_dir(self.root.join("bus/usb")) {
+            (usb.clone(), Dir::UsbBuses),
+        ] {
+            self.watch(&path, dir);
+        }
+        if let Ok(entries) = std::fs::read_dir(&usb) {
             for e in entries.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    want.push((e.path(), Dir::UsbNodes));
+                    self.watch(&e.path(), Dir::UsbNodes);
                 }
             }
         }
-        for (path, dir) in want {
-            // Adding a watch on an inode already watched returns the same descriptor.
-            if let Ok(wd) = self.inotify.watches().add(&path, mask()) {
-                self.dirs.insert(wd, dir);
-            }
+    }
+
+    fn watch(&mut self, path: &Path, dir: Dir) {
+        // Adding a watch on an inode already watched returns the same descriptor.
+        if let Ok(wd) = self.inotify.watches().add(path, mask()) {
+            self.dirs.insert(wd, dir);
         }
     }
 

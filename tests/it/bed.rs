@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a test waits for something that must happen eventually (a rescan, a write, an
+/// exit). Generous on purpose: CI runs the suite in parallel on two loaded cores, and a
+/// wait that fails there measures the machine, not the daemon. Where promptness is the
+/// point, the test measures it on the daemon's side (file times), not with this.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
 pub struct Bed {
     dir: tempfile::TempDir,
     pub sys: PathBuf,
@@ -87,7 +93,7 @@ impl Bed {
         let out = self.out();
         let before = changed_at(&out);
         let child = spawn(&self.file_args(extra));
-        wait_for("first write", Duration::from_secs(5), || {
+        wait_for("first write", PATIENCE, || {
             out.exists() && changed_at(&out) != before
         });
         child
@@ -129,17 +135,17 @@ pub fn stderr_of(child: &mut Child) -> String {
     err
 }
 
-/// SIGTERM; the daemon must exit 0 within five seconds; then everything it said.
+/// SIGTERM; the daemon must exit 0 (within [`PATIENCE`]); then everything it said.
 pub fn stop_and_log(mut child: Child) -> String {
     signal(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+    assert!(wait_exit(&mut child, PATIENCE).success());
     stderr_of(&mut child)
 }
 
-/// SIGTERM, then the daemon must exit 0 within two seconds.
+/// SIGTERM, then the daemon must exit 0 (within [`PATIENCE`]).
 pub fn stop_daemon(mut child: Child) {
     signal(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(2)).success());
+    assert!(wait_exit(&mut child, PATIENCE).success());
 }
 
 /// Waits for `cond`, failing after `limit`.

@@ -4,7 +4,7 @@
 //! byte-for-byte intact and no temporary file is left behind, even after 1000 failures.
 //! Needs root (mount, chattr); where that is refused the test says so loudly.
 
-use crate::bed::staging;
+use crate::bed::{PATIENCE, staging};
 use crate::util::*;
 use std::fs;
 use std::path::Path;
@@ -216,11 +216,7 @@ fn daemon_retries(sys: &Path, out: &Path, old: &[u8], why: &str) {
     let d = Daemon::start(sys, out, "1s");
     let start = Instant::now();
     while d.retries() < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{why}: {} retries",
-            d.retries()
-        );
+        assert!(start.elapsed() < PATIENCE, "{why}: {} retries", d.retries());
         std::thread::sleep(Duration::from_millis(50));
     }
     let retries = d.stop();
@@ -330,10 +326,7 @@ fn disk_full_in_the_middle_of_a_write() {
     let d = Daemon::start(&sys, &out, "1s");
     let start = Instant::now();
     while d.retries() < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "fewer than 3 attempts"
-        );
+        assert!(start.elapsed() < PATIENCE, "fewer than 3 attempts");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
@@ -343,7 +336,7 @@ fn disk_full_in_the_middle_of_a_write() {
     );
     no_temporaries(&out);
     fs::remove_file(fs_.path().join("filler")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + PATIENCE;
     while fs::read(&out).unwrap() == old {
         assert!(
             Instant::now() < deadline,

@@ -1,7 +1,7 @@
 //! Odd and hostile sysfs content: never a panic, a hang or an invalid line; a clear
 //! warning naming the path; the device not ready (or the detail absent).
 
-use crate::bed::Bed;
+use crate::bed::{Bed, PATIENCE, wait_for};
 use crate::util::*;
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -390,12 +390,13 @@ fn entries_vanishing_mid_scan() {
     use coral_nfd::label::Prefix;
     use coral_nfd::root::{Resolver, Root};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let Some(b) = bed() else { return };
     let stop = Arc::new(AtomicBool::new(false));
+    let cycles = Arc::new(AtomicU64::new(0));
     let sys = b.sys.clone();
     let churn = {
-        let stop = stop.clone();
+        let (stop, cycles) = (stop.clone(), cycles.clone());
         std::thread::spawn(move || {
             let apex = sys.join(APEX0);
             let moved = sys.join("devices/moved-apex");
@@ -412,10 +413,16 @@ fn entries_vanishing_mid_scan() {
                 .unwrap();
                 fs::rename(&moved, &apex).unwrap();
                 n += 1;
+                cycles.store(n, Ordering::Relaxed);
             }
             n
         })
     };
+    // The churn under way before the scans start (a thread not yet scheduled when 400
+    // quick scans are over would test nothing).
+    wait_for("the churn to start", PATIENCE, || {
+        cycles.load(Ordering::Relaxed) > 0
+    });
     let mut states = std::collections::BTreeSet::new();
     for i in 0..400 {
         let r = if i % 2 == 0 {

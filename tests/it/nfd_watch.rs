@@ -43,9 +43,7 @@ impl Watched {
     /// checks that NFD read the final file. Returns how long NFD took to read it.
     fn settle(&self, since: Instant, done: impl Fn(&str) -> bool) -> Duration {
         let out = self.bed.out();
-        wait_for("final state in the file", Duration::from_secs(10), || {
-            done(&read(&out))
-        });
+        wait_for("final state in the file", PATIENCE, || done(&read(&out)));
         std::thread::sleep(Duration::from_millis(1600));
         let last = read(&out);
         self.model.assert_saw("coral-nfd", &last);
@@ -58,12 +56,10 @@ impl Watched {
             .map_or(0, |i| i + 1);
         let seen = reads.get(first_of_run).expect("a read of the final file");
         let took = seen.at.saturating_duration_since(since);
-        // The goal is 1.5 s (the benchmark measures it); this bound only catches a
-        // writer that is not paced at all.
-        assert!(
-            took < Duration::from_secs(4),
-            "NFD saw the change after {took:?}"
-        );
+        // The goal is 1.5 s (the benchmark measures it on an idle machine; the tests
+        // print it). Here only a writer that waits for its interval (an hour in these
+        // tests) is caught: a tighter bound failed on a loaded machine, not on the writer.
+        assert!(took < PATIENCE, "NFD saw the change after {took:?}");
         took
     }
 }
@@ -180,7 +176,7 @@ fn expiry_refreshes() {
     let out = w.bed.out();
     w.settle(Instant::now(), |c| ready_in(c) == Some(true));
     let first = read(&out);
-    wait_for("a refresh", Duration::from_secs(8), || read(&out) != first);
+    wait_for("a refresh", PATIENCE, || read(&out) != first);
     // A change just after a refresh waits for the gap, and is not lost.
     w.bed.set_apex_node(false);
     w.settle(Instant::now(), |c| ready_in(c) == Some(false));
@@ -198,12 +194,32 @@ fn the_model_loses_a_second_write_within_a_tick() {
         fs::write(&tmp, content).unwrap();
         fs::rename(&tmp, &file).unwrap();
     };
-    // Just after a tick, so both writes fall within the same one.
-    std::thread::sleep(Duration::from_millis(1050));
-    write("a=1\n");
-    std::thread::sleep(Duration::from_millis(50));
-    write("a=2\n");
-    std::thread::sleep(Duration::from_millis(100));
+    // Two writes at once, just after a tick; tried again should this thread have been
+    // held up so long that they straddle a tick (then no drop is right).
+    for attempt in 0.. {
+        assert!(attempt < 5, "never two writes within one tick");
+        let events = model.events().len();
+        let next = model.tick_of(Instant::now()) + 1;
+        while model.tick_of(Instant::now()) < next {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let start = Instant::now();
+        write("a=1\n");
+        write("a=2\n");
+        if model.tick_of(Instant::now()) != model.tick_of(start) {
+            continue;
+        }
+        // Each write ends with the rename's event naming the file.
+        wait_for("the model's events", PATIENCE, || {
+            let all = model.events();
+            all[events..]
+                .iter()
+                .filter(|e| e.name == "coral-nfd")
+                .count()
+                == 2
+        });
+        break;
+    }
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         model.assert_saw("coral-nfd", "a=2\n")
     }));

@@ -107,19 +107,42 @@ fn dash_is_stdout_and_a_daemon_can_print_there() {
     assert!(text.contains("coral-tpu.apex_0.ready=true"));
     assert!(!Path::new("-").exists());
 
-    let child = std::process::Command::new(bin())
+    let mut child = std::process::Command::new(bin())
         .args(b.args(&["--output-file", "-", "--sleep-interval", "1s"]))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Read as it comes, and act on what has been printed rather than after fixed sleeps
+    // (which a loaded machine outruns).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut pipe = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let mut until = |want: &str| {
+        let start = Instant::now();
+        while !text.contains(want) {
+            let left = PATIENCE.saturating_sub(start.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => text.push_str(std::str::from_utf8(&chunk).unwrap()),
+                Err(e) => panic!("{want:?} not printed ({e}):\n{text}"),
+            }
+        }
+    };
+    until("coral-tpu.apex_0.ready=true\n");
     b.set_apex_node(false);
-    std::thread::sleep(Duration::from_millis(800));
+    until("coral-tpu.apex_0.ready=false\n");
     signal(&child, rustix::process::Signal::TERM);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(wait_exit(&mut child, PATIENCE).success());
+    reader.join().unwrap();
+    text.extend(rx.try_iter().map(|c| String::from_utf8(c).unwrap()));
     // Both versions, each a whole file with its expiry line.
     assert_eq!(text.matches("# coral-nfd ").count(), 2, "{text}");
     assert_eq!(text.matches("# +expiry-time=").count(), 2, "{text}");
@@ -172,18 +195,18 @@ fn a_deleted_or_changed_file_is_restored_and_sighup_always_rewrites() {
     let child = b.daemon(&["--sleep-interval", "1s", "--expiry", "0"]);
     let original = read(&out);
     fs::remove_file(&out).unwrap();
-    wait_for("restored after deletion", Duration::from_secs(4), || {
+    wait_for("restored after deletion", PATIENCE, || {
         read(&out) == original
     });
     fs::write(&out, "someone else's\n").unwrap();
-    wait_for("restored after a change", Duration::from_secs(4), || {
+    wait_for("restored after a change", PATIENCE, || {
         read(&out) == original
     });
     // SIGHUP rewrites even when nothing changed: a new inode.
     std::thread::sleep(Duration::from_millis(1200));
     let ino = fs::metadata(&out).unwrap().ino();
     signal(&child, rustix::process::Signal::HUP);
-    wait_for("rewrite on SIGHUP", Duration::from_secs(3), || {
+    wait_for("rewrite on SIGHUP", PATIENCE, || {
         fs::metadata(&out).is_ok_and(|m| m.ino() != ino)
     });
     let log = stop_and_log(child);
@@ -216,7 +239,7 @@ fn vanished_roots_are_warned_about_and_picked_up_again() {
     let Some(b) = bed() else { return };
     let out = b.out();
     let child = b.daemon(&["--sleep-interval", "1s"]);
-    wait_for("first version", Duration::from_secs(3), || {
+    wait_for("first version", PATIENCE, || {
         ready_in(&read(&out)) == Some(true)
     });
     let before = read(&out);
@@ -229,7 +252,7 @@ fn vanished_roots_are_warned_about_and_picked_up_again() {
     let status = away.join("devices/pci0000:00/0000:00:1c.4/0000:03:00.0/apex/apex_0/status");
     fs::write(&status, "LAMED\n").unwrap();
     fs::rename(&away, &b.sys).unwrap();
-    wait_for("scan after return", Duration::from_secs(4), || {
+    wait_for("scan after return", PATIENCE, || {
         ready_in(&read(&out)) == Some(false)
     });
 
@@ -244,7 +267,7 @@ fn vanished_roots_are_warned_about_and_picked_up_again() {
     std::thread::sleep(Duration::from_millis(1500));
     let start = Instant::now();
     b.set_apex_node(true);
-    wait_for("node in the new dev root", Duration::from_secs(3), || {
+    wait_for("node in the new dev root", PATIENCE, || {
         ready_in(&read(&out)) == Some(true)
     });
     eprintln!("new dev root: node seen after {:?}", start.elapsed());
@@ -266,14 +289,12 @@ fn the_daemon_says_what_it_does() {
     let Some(b) = bed() else { return };
     let out = b.out();
     let child = b.daemon(&["--sleep-interval", "1s"]);
-    wait_for("first version", Duration::from_secs(3), || {
+    wait_for("first version", PATIENCE, || {
         ready_in(&read(&out)) == Some(true)
     });
     std::thread::sleep(Duration::from_millis(2500)); // unchanged ticks: silent
     b.set_apex_node(false);
-    wait_for("change", Duration::from_secs(3), || {
-        ready_in(&read(&out)) == Some(false)
-    });
+    wait_for("change", PATIENCE, || ready_in(&read(&out)) == Some(false));
     let log = stop_and_log(child);
     let lines: Vec<&str> = log.lines().collect();
     assert!(lines.iter().all(|l| stamped(l)), "{log}");
@@ -301,9 +322,7 @@ fn the_daemon_says_what_it_does() {
     // The same as JSON lines.
     let child = b.daemon(&["--sleep-interval", "1s", "--log-format", "json"]);
     b.set_apex_node(true);
-    wait_for("change", Duration::from_secs(3), || {
-        ready_in(&read(&out)) == Some(true)
-    });
+    wait_for("change", PATIENCE, || ready_in(&read(&out)) == Some(true));
     let log = stop_and_log(child);
     for line in log.lines() {
         let v: serde_json::Value =
@@ -328,7 +347,11 @@ fn a_removed_staging_directory_does_not_let_a_second_writer_in() {
     let dir = staging(&out);
     let mut first = b.daemon(&["--sleep-interval", "1h"]);
     fs::remove_dir_all(&dir).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon makes it again and locks it; seen in /proc/locks, since probing with a
+    // lock of our own could look to the daemon like another holder.
+    wait_for("the staging directory locked again", PATIENCE, || {
+        flocked(&dir)
+    });
     // Another writer (a one-shot run takes the lock as a daemon does) is refused.
     let second = b.run(&b.file_args(&[]));
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
@@ -337,11 +360,23 @@ fn a_removed_staging_directory_does_not_let_a_second_writer_in() {
     // Still the writer: SIGHUP rewrites.
     let before = fs::metadata(&out).unwrap().ino();
     signal(&first, rustix::process::Signal::HUP);
-    wait_for("rewrite on SIGHUP", Duration::from_secs(3), || {
+    wait_for("rewrite on SIGHUP", PATIENCE, || {
         fs::metadata(&out).is_ok_and(|m| m.ino() != before)
     });
     // Another holder's directory renamed into place: the first stops, naming it.
     another_holder_takes(&dir, &mut first);
+}
+
+/// Whether some process holds a flock on `dir` (by its inode, in /proc/locks).
+fn flocked(dir: &Path) -> bool {
+    let Ok(meta) = fs::metadata(dir) else {
+        return false;
+    };
+    let inode = format!(":{}", meta.ino());
+    fs::read_to_string("/proc/locks").unwrap().lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"FLOCK") && f.get(5).is_some_and(|id| id.ends_with(&inode))
+    })
 }
 
 /// Puts a directory that another process holds locked at `dir` (the staging
@@ -354,7 +389,7 @@ fn another_holder_takes(dir: &std::path::Path, first: &mut std::process::Child) 
     // What the daemon made there meanwhile goes; a rename over an empty one would do too.
     let _ = fs::remove_dir_all(dir);
     fs::rename(&other, dir).unwrap();
-    let status = wait_exit(first, Duration::from_secs(3));
+    let status = wait_exit(first, PATIENCE);
     assert_eq!(status.code(), Some(1));
     let err = stderr_of(first);
     assert!(err.contains("lost the lock"), "{err}");
@@ -371,11 +406,9 @@ fn a_moved_output_directory_is_still_watched() {
     let parent = out.parent().unwrap().to_path_buf();
     let mut first = b.daemon(&["--sleep-interval", "1h"]);
     fs::rename(&parent, b.dir().join("features.d.old")).unwrap();
-    wait_for(
-        "the staging directory made again",
-        Duration::from_secs(3),
-        || dir.is_dir(),
-    );
+    wait_for("the staging directory made again", PATIENCE, || {
+        dir.is_dir()
+    });
     std::thread::sleep(Duration::from_millis(300));
     // Another holder's directory put in place of the new one: the first stops.
     another_holder_takes(&dir, &mut first);
@@ -404,7 +437,7 @@ fn a_daemon_on_stdout_ends_when_its_reader_goes() {
     drop(child.stdout.take());
     // The next write (SIGHUP forces one) meets the closed pipe.
     signal(&child, rustix::process::Signal::HUP);
-    let status = wait_exit(&mut child, Duration::from_secs(5));
+    let status = wait_exit(&mut child, PATIENCE);
     assert_eq!(status.code(), Some(1));
     let err = stderr_of(&mut child);
     let last = err.lines().last().unwrap_or_default();
@@ -436,7 +469,7 @@ fn raw_feature_changes_and_sighup_rewrites_are_logged() {
     fs::write(stick.join("idProduct"), "9302\n").unwrap();
     let before = read(&out);
     signal(&child, rustix::process::Signal::HUP);
-    wait_for("the app-mode file", Duration::from_secs(3), || {
+    wait_for("the app-mode file", PATIENCE, || {
         read(&out).contains("usb.0.mode=app")
     });
     assert_eq!(
@@ -451,7 +484,7 @@ fn raw_feature_changes_and_sighup_rewrites_are_logged() {
     std::thread::sleep(Duration::from_millis(200));
     let ino = fs::metadata(&out).unwrap().ino();
     signal(&child, rustix::process::Signal::HUP);
-    wait_for("the SIGHUP rewrite", Duration::from_secs(3), || {
+    wait_for("the SIGHUP rewrite", PATIENCE, || {
         fs::metadata(&out).is_ok_and(|m| m.ino() != ino)
     });
     let log = stop_and_log(child);

@@ -589,8 +589,10 @@ fn check(t: &Tree, cov: &Coverage) -> Result<(), TestCaseError> {
     let snap = dir.path().join("snapshot");
     snapshot::snapshot(&sys, &dev, &snap, false).map_err(TestCaseError::fail)?;
     snapshot_in_bounds(&snap);
+    // A bound that catches a hang or a runaway walk, not a slow machine (debug build,
+    // tests in parallel): the benchmark measures speed.
     prop_assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(30),
         "took {:?}",
         start.elapsed()
     );

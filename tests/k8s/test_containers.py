@@ -160,7 +160,7 @@ def check_labeler(engine, pod, c, node: Node, name: str, scenario: str):
     assert status["Uid"].split()[0] == str(user if user is not None else 0)
     # A TPU's node removed on the host is seen through the bind mount (inotify).
     os.remove(os.path.join(node.dev, "apex_1"))
-    wait("apex_1 not ready in the file", lambda: "coral-tpu.apex_1.ready=false" in open(out).read(), 5)
+    wait("apex_1 not ready in the file", lambda: "coral-tpu.apex_1.ready=false" in open(out).read(), 20)
     # doctor, with the README's arguments, by exec in the running container.
     d = engine("exec", name, *readme_doctor_args(), check=False)
     assert d.returncode == 1, d.stderr
@@ -235,7 +235,7 @@ def test_the_device_plugin_runs_as_shipped(engine):
     try:
         name = engine.start(container_flags(pod, c, node.host))
         wait("registration through the mount", lambda: kubelet.registrations, 10)
-        wait("both TPUs", lambda: len(kubelet.health(RESOURCE)) == 2, 5)
+        wait("both TPUs", lambda: len(kubelet.health(RESOURCE)) == 2, 20)
         assert kubelet.health(RESOURCE) == {"0000:03:00.0": "Healthy", "0000:04:00.0": "Healthy"}
         r = kubelet.allocate(RESOURCE, ["0000:04:00.0"])
         assert [(d.container_path, d.host_path, d.permissions) for d in r.devices] == [

@@ -26,7 +26,12 @@ APEX1 = "devices/pci0000:00/0000:00:1d.0/0000:04:00.0/apex/apex_1"
 TPU0, TPU1 = "0000:03:00.0", "0000:04:00.0"
 
 
-def wait(what, cond, limit=5.0):
+# How long a test waits for what must happen eventually. Generous: CI is two loaded
+# cores, and what a test measures for speed it prints (or bounds on the plugin's side).
+PATIENCE = 20.0
+
+
+def wait(what, cond, limit=PATIENCE):
     start = time.monotonic()
     while True:
         got = cond()
@@ -96,19 +101,20 @@ def test_registers_and_lists_both_tpus_healthy(bed):
 
 def test_health_follows_the_tpu(bed):
     bed.spawn()
-    # LAMED (interrupts failed): Unhealthy within 2 s, out of allocatable, still in capacity.
+    # LAMED (interrupts failed): Unhealthy at the next 500 ms tick (the time is printed;
+    # the bound is for a loaded CI), out of allocatable, still in capacity.
     bed.write(f"{APEX1}/status", "LAMED\n")
-    took = wait("apex_1 Unhealthy", lambda: bed.kubelet.health(RESOURCE).get(TPU1) == "Unhealthy", 2.0)
+    took = wait("apex_1 Unhealthy", lambda: bed.kubelet.health(RESOURCE).get(TPU1) == "Unhealthy")
     assert bed.kubelet.capacity(RESOURCE) == (2, 1)
     print(f"LAMED -> Unhealthy after {took * 1000:.0f} ms")
     bed.write(f"{APEX1}/status", "ALIVE\n")
-    wait("apex_1 Healthy again", lambda: bed.kubelet.health(RESOURCE).get(TPU1) == "Healthy", 2.0)
+    wait("apex_1 Healthy again", lambda: bed.kubelet.health(RESOURCE).get(TPU1) == "Healthy")
     # Its node vanishes: Unhealthy (inotify), and back.
     os.remove(os.path.join(bed.dev, "apex_1"))
-    took = wait("node gone -> Unhealthy", lambda: bed.kubelet.health(RESOURCE).get(TPU1) == "Unhealthy", 2.0)
+    took = wait("node gone -> Unhealthy", lambda: bed.kubelet.health(RESOURCE).get(TPU1) == "Unhealthy")
     print(f"node removed -> Unhealthy after {took * 1000:.0f} ms")
     os.mknod(os.path.join(bed.dev, "apex_1"), 0o020660, os.makedev(120, 1))
-    wait("node back -> Healthy", lambda: bed.kubelet.health(RESOURCE).get(TPU1) == "Healthy", 2.0)
+    wait("node back -> Healthy", lambda: bed.kubelet.health(RESOURCE).get(TPU1) == "Healthy")
     assert bed.kubelet.health(RESOURCE)[TPU0] == "Healthy"
 
 
@@ -119,8 +125,8 @@ def test_re_registers_after_a_kubelet_restart(bed):
         bed.kubelet.restart()  # removes every socket, ours included
         # The socket is noticed gone within 500 ms, then a second is left for the old
         # streams' end to be handled before registering again.
-        took = wait("re-registration", lambda: len(bed.kubelet.registrations) > n, 3.0)
-        wait("device list after restart", lambda: len(bed.kubelet.health(RESOURCE)) == 2, 2.0)
+        took = wait("re-registration", lambda: len(bed.kubelet.registrations) > n)
+        wait("device list after restart", lambda: len(bed.kubelet.health(RESOURCE)) == 2)
         print(f"re-registered {took * 1000:.0f} ms after the kubelet restart")
     assert bed.kubelet.capacity(RESOURCE) == (2, 2)
 
@@ -141,7 +147,7 @@ def test_sigterm_removes_the_socket(bed):
     sock = os.path.join(bed.kdir, "coral-nfd.sock")
     assert os.path.exists(sock)
     bed.proc.send_signal(signal.SIGTERM)
-    assert bed.proc.wait(5) == 0
+    assert bed.proc.wait(PATIENCE) == 0
     assert not os.path.exists(sock)
     log = bed.proc.stderr.read()
     assert "registered coral.ai/tpu" in log and "stopped" in log, log
@@ -237,7 +243,7 @@ def test_a_socket_someone_else_serves_is_not_removed(bed):
     other.listen(1)
     theirs = os.stat(sock).st_ino
     try:
-        assert bed.proc.wait(5) == 1
+        assert bed.proc.wait(PATIENCE) == 1
         log = bed.proc.stderr.read()
         assert "not ours to replace" in log, log
         assert os.stat(sock).st_ino == theirs
@@ -254,12 +260,12 @@ def test_reregistration_leaves_room_for_a_late_disconnect():
         bed.spawn()
         n = len(bed.kubelet.registrations)
         os.remove(os.path.join(bed.kdir, "coral-nfd.sock"))
-        wait("re-registration", lambda: len(bed.kubelet.registrations) > n, 4.0)
+        wait("re-registration", lambda: len(bed.kubelet.registrations) > n)
         t, _, _ = bed.kubelet.registrations[-1]
         time.sleep(0.8)  # past the late disconnect, whenever it came
         r = bed.kubelet.allocate(RESOURCE, [TPU0])
         assert [d.host_path for d in r.devices] == ["/dev/apex_0"]
-        wait("both healthy again", lambda: bed.kubelet.capacity(RESOURCE) == (2, 2), 2.0)
+        wait("both healthy again", lambda: bed.kubelet.capacity(RESOURCE) == (2, 2))
     finally:
         bed.close()
 
@@ -273,19 +279,25 @@ def test_registration_backs_off_and_resets(bed):
     attempts = list(bed.kubelet.attempts)
     gaps = [b - a for a, b in zip(attempts, attempts[1:])]
     assert 4 <= len(attempts) <= 7, gaps
-    for a, b in zip(gaps, gaps[1:]):
-        assert b >= 1.6 * a, gaps
-    assert max(gaps) <= 8.5, gaps
+    # Gap i is the backoff 0.25 s x 2^i (capped at 8 s) plus the attempt's own time.
+    # Each end of a gap is stamped when the stand-in's handler runs, so a late stamp
+    # lengthens one gap and shortens the next: 0.2 s either way is scheduling, while a
+    # plugin without backoff would be 0.75 s short by the third gap.
+    for i, gap in enumerate(gaps):
+        want = min(0.25 * 2**i, 8.0)
+        assert want - 0.2 <= gap <= want + 1.0, (i, gaps)
     bed.kubelet.refuse_dial = False
     wait("registration once the kubelet answers", lambda: bed.kubelet.registrations, 10.0)
     n = len(bed.kubelet.registrations)
     bed.kubelet.restart()
-    took = wait("re-registration", lambda: len(bed.kubelet.registrations) > n, 3.0)
+    # About 1.5 s (noticed within 0.5 s, a second of room): a backoff left where the
+    # failures put it would wait 4-8 s more.
+    took = wait("re-registration", lambda: len(bed.kubelet.registrations) > n, 4.5)
     print(f"re-registered {took * 1000:.0f} ms after the restart (backoff reset)")
 
 
 def test_numa_node_goes_into_the_topology(bed):
     bed.write(f"{FN0}/numa_node", "1\n")
     bed.spawn()
-    wait("topology", lambda: bed.kubelet.topology.get(RESOURCE), 2.0)
+    wait("topology", lambda: bed.kubelet.topology.get(RESOURCE))
     assert bed.kubelet.topology[RESOURCE] == {TPU0: [1]}
