@@ -107,8 +107,16 @@ fn dash_is_stdout_and_a_daemon_can_print_there() {
     assert!(text.contains("coral-tpu.apex_0.ready=true"));
     assert!(!Path::new("-").exists());
 
+    // An hour's expiry: no refresh (a third version) however slow the machine is.
     let mut child = std::process::Command::new(bin())
-        .args(b.args(&["--output-file", "-", "--sleep-interval", "1s"]))
+        .args(b.args(&[
+            "--output-file",
+            "-",
+            "--sleep-interval",
+            "1s",
+            "--expiry",
+            "1h",
+        ]))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -419,8 +427,16 @@ fn a_moved_output_directory_is_still_watched() {
 #[test]
 fn a_daemon_on_stdout_ends_when_its_reader_goes() {
     let Some(b) = bed() else { return };
+    // An hour's expiry: no refresh (a third version) however slow the machine is.
     let mut child = std::process::Command::new(bin())
-        .args(b.args(&["--output-file", "-", "--sleep-interval", "1s"]))
+        .args(b.args(&[
+            "--output-file",
+            "-",
+            "--sleep-interval",
+            "1s",
+            "--expiry",
+            "1h",
+        ]))
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
