@@ -427,16 +427,8 @@ fn a_moved_output_directory_is_still_watched() {
 #[test]
 fn a_daemon_on_stdout_ends_when_its_reader_goes() {
     let Some(b) = bed() else { return };
-    // An hour's expiry: no refresh (a third version) however slow the machine is.
     let mut child = std::process::Command::new(bin())
-        .args(b.args(&[
-            "--output-file",
-            "-",
-            "--sleep-interval",
-            "1s",
-            "--expiry",
-            "1h",
-        ]))
+        .args(b.args(&["--output-file", "-", "--sleep-interval", "1s"]))
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
