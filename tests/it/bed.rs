@@ -101,7 +101,7 @@ impl Bed {
 }
 
 /// When `p` was last replaced (its inode and change time), if it exists.
-fn changed_at(p: &Path) -> Option<(u64, i64, i64)> {
+pub fn changed_at(p: &Path) -> Option<(u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(p)
         .ok()

@@ -1,7 +1,7 @@
 //! Atomic replacement under torture: 10,000 daemon rewrites with a reader in a tight
 //! loop, and `kill -9` at random moments over many runs.
 
-use crate::bed::{Bed, PATIENCE, staging};
+use crate::bed::{Bed, PATIENCE, changed_at, staging};
 use crate::util::*;
 use std::fs;
 use std::path::Path;
@@ -63,11 +63,6 @@ fn hup(child: &Child) {
         rustix::process::Pid::from_child(child),
         rustix::process::Signal::HUP,
     );
-}
-
-fn inode(p: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata(p).ok().map(|m| m.ino())
 }
 
 fn staging_files(out: &Path) -> usize {
@@ -136,12 +131,12 @@ fn kill_9_at_random_moments() {
     };
     let mut killed_with_stale = 0;
     for run_no in 0..runs {
-        let before = inode(&b.out());
+        let before = changed_at(&b.out());
         let mut child = daemon(&b);
         // Its first write (at start) shows its SIGHUP handler is in place: a SIGHUP
         // before that would end it by the default action, not by the kill under test.
         let t = Instant::now();
-        while inode(&b.out()) == before {
+        while changed_at(&b.out()) == before {
             assert!(t.elapsed() < PATIENCE, "run {run_no}: no first write");
             std::thread::sleep(Duration::from_micros(200));
         }
