@@ -26,6 +26,12 @@ pub struct Config {
 /// A scan problem is said at most this often while it stays the same.
 const PROBLEM_WARNING_EVERY: Duration = Duration::from_secs(60);
 
+/// Whether a problem is to be said now: never said, different from the one said
+/// `last`, or said longer ago than [`PROBLEM_WARNING_EVERY`].
+fn time_to_say<T: PartialEq>(last: Option<&(T, Instant)>, now: &T) -> bool {
+    last.is_none_or(|(said, at)| said != now || at.elapsed() >= PROBLEM_WARNING_EVERY)
+}
+
 /// A scan that may be published.
 pub struct Scanned {
     /// The feature file's key lines.
@@ -132,10 +138,7 @@ impl Loop<'_> {
             Err(e) if e.fatal => Err(e.message),
             // Tried again at every wake-up; said once a minute, or when it changes.
             Err(e) => {
-                let say = self.lock_problem.as_ref().is_none_or(|(last, t)| {
-                    *last != e.message || t.elapsed() >= PROBLEM_WARNING_EVERY
-                });
-                if say {
+                if time_to_say(self.lock_problem.as_ref(), &e.message) {
                     log::error(&e);
                     self.lock_problem = Some((e.message, Instant::now()));
                 }
@@ -150,11 +153,7 @@ impl Loop<'_> {
             ScanError::Roots(_) => o.stats.scans_roots_unusable += 1,
             ScanError::Incomplete(_) => o.stats.scans_incomplete += 1,
         });
-        let say = self
-            .problem
-            .as_ref()
-            .is_none_or(|(last, t)| *last != why || t.elapsed() >= PROBLEM_WARNING_EVERY);
-        if say {
+        if time_to_say(self.problem.as_ref(), &why) {
             // The expiry retires the labels if this lasts; until then the last file
             // is truer than a scan of part of the hardware, or of nothing.
             match &why {

@@ -87,7 +87,7 @@ impl Listener {
 
     /// Serves `/metrics` with what `render` returns, on a thread of its own, for as
     /// long as the process runs.
-    pub fn spawn(self, render: impl Fn() -> String + Send + 'static) -> io::Result<()> {
+    fn spawn(self, render: impl Fn() -> String + Send + 'static) -> io::Result<()> {
         std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || {

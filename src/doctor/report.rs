@@ -149,10 +149,8 @@ impl Report {
     /// The report of a scan that could not read everything it needed: says so, and is
     /// never "all ready" or "nothing there" (exit 1).
     pub fn incomplete(mut self, unreadable: Vec<String>) -> Report {
-        if !unreadable.is_empty() && self.exit_code != EXIT_PROBLEM {
-            self.exit_code = EXIT_PROBLEM;
-        }
         if !unreadable.is_empty() {
+            self.exit_code = EXIT_PROBLEM;
             // "Nothing found, check the driver" would send the reader the wrong way:
             // what to do is to let the scan read (the unreadable list says what).
             self.next_steps.clear();

@@ -295,11 +295,7 @@ impl AtomicFile {
         }
         // The directory locked must still be the one at the path (another run may have
         // removed it between our open and our lock).
-        let same = match (lock.metadata(), fs::symlink_metadata(&self.staging)) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        };
-        if !same {
+        if !self.is_at_staging(&lock) {
             return Err(Failed(format!(
                 "{}: staging directory {} changed while it was being locked; retrying",
                 self.path.display(),
@@ -315,10 +311,12 @@ impl AtomicFile {
     /// Whether the lock this writer holds is on the staging directory at the path (not
     /// on one that was removed or replaced since).
     fn lock_is_on_path(&self) -> bool {
-        let Some(lock) = &self.lock else {
-            return false;
-        };
-        match (lock.metadata(), fs::symlink_metadata(&self.staging)) {
+        self.lock.as_ref().is_some_and(|l| self.is_at_staging(l))
+    }
+
+    /// Whether `dir` (an open directory) is the one at the staging path now.
+    fn is_at_staging(&self, dir: &File) -> bool {
+        match (dir.metadata(), fs::symlink_metadata(&self.staging)) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,
         }

@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 mod outdir;
 use outdir::{
     MANIFEST_HEADER, create_new, is_empty_dir, is_snapshot, manifest_line, recreate, remove_entry,
-    rewrite, write,
+    write,
 };
 
 /// Entries copied at most: a real node needs a few thousand.
@@ -92,7 +92,7 @@ impl Writer<'_> {
                 }
                 let dst = self.out.join(&canonical);
                 match create_new(&dst, &bytes) {
-                    Ok(()) => self.files += 1,
+                    Ok(_) => self.files += 1,
                     // Reached again by another link: copied already.
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(format!("{}: {e}", dst.display())),
@@ -252,7 +252,7 @@ pub fn snapshot(sys: &Root, dev: &Root, out: &Path, force: bool) -> Result<Summa
     // The header first: a snapshot that stops half-way (a full disk, the entry limit)
     // is still known as ours, so `--force` may replace it.
     fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    write(out, "dev.manifest", MANIFEST_HEADER)?;
+    let mut manifest_file = write(out, "dev.manifest", MANIFEST_HEADER)?;
     fs::create_dir_all(out.join("sys")).map_err(|e| format!("{}: {e}", out.display()))?;
 
     let mut w = Writer {
@@ -302,7 +302,8 @@ pub fn snapshot(sys: &Root, dev: &Root, out: &Path, force: bool) -> Result<Summa
         w.entry("bus/usb/devices", &name, attrs)?;
     }
 
-    let mut manifest = String::from(MANIFEST_HEADER);
+    // The lines after the header, written through the file this run created.
+    let mut manifest = String::new();
     let mut nodes = 0;
     let mut recreated = true;
     for rel in node_paths(inv) {
@@ -316,7 +317,9 @@ pub fn snapshot(sys: &Root, dev: &Root, out: &Path, force: bool) -> Result<Summa
         }
     }
     fs::create_dir_all(out.join("dev")).map_err(|e| format!("{}: {e}", out.display()))?;
-    rewrite(out, "dev.manifest", &manifest)?;
+    io::Write::write_all(&mut manifest_file, manifest.as_bytes())
+        .map_err(|e| format!("{}: {e}", out.join("dev.manifest").display()))?;
+    drop(manifest_file);
 
     let mut readme = format!(
         "coral-nfd {} snapshot, taken {}\n\n\

@@ -5,7 +5,6 @@ use crate::root::{FsError, Root};
 use rustix::fs::FileType;
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The first line of `dev.manifest`: what tells a snapshot `--force` may replace.
@@ -85,7 +84,7 @@ pub(super) fn recreate(at: &Path, n: &Node) -> io::Result<()> {
     let mode = rustix::fs::Mode::from_raw_mode(n.mode);
     match n.file_type {
         FileType::Directory => fs::create_dir_all(at)?,
-        FileType::RegularFile => create_new(at, b"")?,
+        FileType::RegularFile => drop(create_new(at, b"")?),
         ft => {
             let dev = rustix::fs::makedev(n.rdev.0, n.rdev.1);
             rustix::fs::mknodat(rustix::fs::CWD, at, ft, mode, dev)?;
@@ -105,12 +104,14 @@ pub(super) fn recreate(at: &Path, n: &Node) -> io::Result<()> {
 }
 
 /// Creates a file that must not exist yet: never follows a link planted at its place.
-pub(super) fn create_new(at: &Path, content: &[u8]) -> io::Result<()> {
-    fs::OpenOptions::new()
+/// The open file is returned for writing more to it later.
+pub(super) fn create_new(at: &Path, content: &[u8]) -> io::Result<fs::File> {
+    let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(at)?
-        .write_all(content)
+        .open(at)?;
+    f.write_all(content)?;
+    Ok(f)
 }
 
 /// Removes what is at `p` without following it: a directory with its contents, or the
@@ -124,20 +125,7 @@ pub(super) fn remove_entry(p: &Path) -> io::Result<()> {
     }
 }
 
-pub(super) fn write(dir: &Path, name: &str, content: &str) -> Result<(), String> {
+pub(super) fn write(dir: &Path, name: &str, content: &str) -> Result<fs::File, String> {
     let p = dir.join(name);
     create_new(&p, content.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))
-}
-
-/// Replaces the content of a file this run created, never following a link put at its
-/// place since.
-pub(super) fn rewrite(dir: &Path, name: &str, content: &str) -> Result<(), String> {
-    let p = dir.join(name);
-    fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&p)
-        .and_then(|mut f| f.write_all(content.as_bytes()))
-        .map_err(|e| format!("{}: {e}", p.display()))
 }
